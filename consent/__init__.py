@@ -1,0 +1,1 @@
+"""Consent and preference ledger: the gate for every job and the compliance officer's evidence."""
