@@ -1,0 +1,231 @@
+"""Commutative masking on Curve25519 (X25519), the building block of ECDH-PSI.
+
+An identifier ``v`` is hashed to a Curve25519 u-coordinate ``H(v)`` and masked with a secret
+scalar: ``mask_a(H(v)) = u([a]·H(v))``. Masking commutes,
+``mask_a(mask_b(P)) == mask_b(mask_a(P))``, so two parties who each mask both sets once can
+compare doubly masked values without ever seeing each other's identifiers. Scalar
+multiplication is X25519 from ``cryptography`` (OpenSSL).
+
+Choices, and why:
+
+* ``hash_to_u`` hashes with keyed BLAKE2b (the per-run salt is the key, the purpose is the
+  personalisation string, the key slot is a length-prefixed tag) and, by default, retries with a
+  counter until the u-coordinate lies on Curve25519 itself rather than on its quadratic twist.
+  Points on the curve let a party invert its own mask (needed to unblind in labeled PSI), and let
+  the receiver of a point check it: anything off the curve, non-canonical (>= p) or of small order
+  is rejected with :class:`InvalidPoint`.
+* Scalars are X25519-clamped (multiple of 8, bit 254 set), so every masked point lies in the
+  prime-order subgroup of order ``L`` (about 2^252): the cofactor never leaks.
+* :meth:`MaskingKey.generate` can insist that the key has an inverse that is itself a clamped
+  scalar, so that ``unmask(mask(P))`` returns the prime-order component of ``P``.
+
+This module never logs or formats key material; ``repr`` of a key shows only a fingerprint.
+
+Dangerous primitives (``raw_*``) are marked: they skip point validation and exist for the batch
+workers, which validate once per chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import gmpy2
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from pec.errors import PecError
+
+__all__ = [
+    "GROUP_ORDER",
+    "POINT_BYTES",
+    "InvalidPoint",
+    "MaskingError",
+    "MaskingKey",
+    "hash_to_u",
+    "hash_values",
+    "is_valid_point",
+    "mask_points",
+]
+
+FIELD_PRIME = 2**255 - 19
+#: Order of the prime-order subgroup of Curve25519 (RFC 7748, section 4.1).
+GROUP_ORDER = 2**252 + 27742317777372353535851937790883648493
+POINT_BYTES = 32
+_A = 486662
+_U_MASK = (1 << 255) - 1
+_HASH_PERSON = b"pec/h2u/v1"
+# u-coordinates of the points of small order on Curve25519 and its twist, plus the two
+# non-canonical encodings of 0 and 1 that an honest party never sends.
+_SMALL_ORDER_U = frozenset(
+    {
+        0,
+        1,
+        325606250916557431795983626356110631294008115727848805560023387167927233504,
+        39382357235489614581723060781553021112529911719440698176882885853963445705823,
+        FIELD_PRIME - 1,
+        FIELD_PRIME,
+        FIELD_PRIME + 1,
+    }
+)
+
+
+class MaskingError(PecError):
+    """Root of the errors of commutative masking."""
+
+
+class InvalidPoint(MaskingError, ValueError):
+    """A received value is not a valid masked point.
+
+    Wrong length, non-canonical, off the curve or of small order. The message names the
+    position, never the value.
+    """
+
+
+def _on_curve(u: int) -> bool:
+    rhs = (u * (u * u + _A * u + 1)) % FIELD_PRIME
+    return rhs != 0 and gmpy2.jacobi(rhs, FIELD_PRIME) == 1
+
+
+def is_valid_point(encoded: bytes) -> bool:
+    """Whether ``encoded`` is a canonical u-coordinate of a Curve25519 point of large order."""
+    if len(encoded) != POINT_BYTES:
+        return False
+    u = int.from_bytes(encoded, "little")
+    if u > _U_MASK or u >= FIELD_PRIME or u in _SMALL_ORDER_U:
+        return False
+    return _on_curve(u)
+
+
+def hash_to_u(value: bytes, salt: bytes, tag: bytes) -> bytes:
+    """Hash ``value`` to the u-coordinate of a point on Curve25519.
+
+    ``salt`` is the per-run salt (up to 64 bytes, used as the BLAKE2b key) and ``tag`` separates
+    domains (protocol, key slot, kind). The result is canonical and on the curve.
+    """
+    prefix = len(tag).to_bytes(2, "big") + tag
+    for counter in range(256):
+        digest = hashlib.blake2b(
+            prefix + counter.to_bytes(1, "big") + value,
+            digest_size=32,
+            key=salt,
+            person=_HASH_PERSON,
+        ).digest()
+        u = int.from_bytes(digest, "little") & _U_MASK
+        if u < FIELD_PRIME and u not in _SMALL_ORDER_U and _on_curve(u):
+            return u.to_bytes(POINT_BYTES, "little")
+    # Each try lands on the curve with probability ~1/2; 256 misses do not happen (2^-256).
+    raise MaskingError("hash_to_u found no curve point")  # pragma: no cover
+
+
+def hash_values(values: Iterable[bytes], salt: bytes, tag: bytes) -> bytes:
+    """Hash each value to a point; returns the points concatenated (32 bytes each)."""
+    return b"".join(hash_to_u(v, salt, tag) for v in values)
+
+
+def _clamp(scalar: bytes) -> int:
+    k = bytearray(scalar)
+    k[0] &= 248
+    k[31] &= 127
+    k[31] |= 64
+    return int.from_bytes(bytes(k), "little")
+
+
+def _clamped_inverse(k: int) -> int | None:
+    """The clamped scalar ``s`` with ``s·k = 1 (mod L)``, if one exists, else None."""
+    s0 = pow(k, -1, GROUP_ORDER)
+    # s = s0 + t·L must be a multiple of 8 and lie in [2^254, 2^255).
+    t_residue = (-s0 * pow(GROUP_ORDER, -1, 8)) % 8
+    t_low = -((s0 - 2**254) // GROUP_ORDER)  # ceil((2^254 - s0) / L)
+    t_high = (2**255 - 1 - s0) // GROUP_ORDER
+    t = t_low + ((t_residue - t_low) % 8)
+    if t > t_high:
+        return None
+    return s0 + t * GROUP_ORDER
+
+
+@dataclass(frozen=True, repr=False)
+class MaskingKey:
+    """A secret X25519 scalar for one protocol run. Never reuse across runs; never log."""
+
+    _scalar: bytes = field()
+
+    def __post_init__(self) -> None:
+        if len(self._scalar) != 32:
+            raise ValueError("a masking key is 32 bytes")
+        if _clamp(self._scalar).to_bytes(32, "little") != self._scalar:
+            raise ValueError("a masking key must be a clamped X25519 scalar")
+
+    @classmethod
+    def generate(
+        cls, *, invertible: bool = False, randbytes: Callable[[int], bytes] = os.urandom
+    ) -> MaskingKey:
+        """A fresh random key; with ``invertible``, one whose inverse is also a clamped scalar.
+
+        ``randbytes`` is injectable for deterministic tests.
+        """
+        while True:
+            k = _clamp(randbytes(32))
+            if not invertible or _clamped_inverse(k) is not None:
+                return cls(k.to_bytes(32, "little"))
+
+    def inverse(self) -> MaskingKey:
+        """The key that undoes this one on the prime-order subgroup.
+
+        Raises:
+            MaskingError: if this key was not generated with ``invertible=True``.
+        """
+        inv = _clamped_inverse(int.from_bytes(self._scalar, "little"))
+        if inv is None:
+            raise MaskingError("this masking key has no clamped inverse")
+        return MaskingKey(inv.to_bytes(32, "little"))
+
+    def raw_scalar(self) -> bytes:
+        """The secret scalar, for handing to a batch worker process. Never log or send it."""
+        return self._scalar
+
+    def fingerprint(self) -> str:
+        """A short public fingerprint of the key (not of the secret): safe to log."""
+        pub = X25519PrivateKey.from_private_bytes(self._scalar).public_key().public_bytes_raw()
+        return hashlib.blake2b(pub, digest_size=8).hexdigest()
+
+    def __repr__(self) -> str:
+        return f"MaskingKey(fingerprint={self.fingerprint()})"
+
+    def mask(self, point: bytes) -> bytes:
+        """Mask one point (validated first)."""
+        return mask_points(self._scalar, point, validate=True)
+
+    def mask_many(self, points: bytes, *, validate: bool = True) -> bytes:
+        """Mask concatenated points (32 bytes each); see :func:`mask_points`."""
+        return mask_points(self._scalar, points, validate=validate)
+
+
+def mask_points(scalar: bytes, points: bytes, *, validate: bool = True) -> bytes:
+    """Multiply each 32-byte point in ``points`` by ``scalar``; returns the results concatenated.
+
+    With ``validate`` every input point is checked first (see :func:`is_valid_point`).
+
+    Raises:
+        InvalidPoint: naming the index of the first bad point.
+    """
+    if len(points) % POINT_BYTES:
+        raise InvalidPoint(f"point buffer of {len(points)} bytes is not a multiple of 32")
+    key = X25519PrivateKey.from_private_bytes(scalar)
+    out = bytearray()
+    load = X25519PublicKey.from_public_bytes
+    for index, start in enumerate(range(0, len(points), POINT_BYTES)):
+        encoded = points[start : start + POINT_BYTES]
+        if validate and not is_valid_point(encoded):
+            raise InvalidPoint(f"point {index} of the chunk is not a valid curve point")
+        try:
+            out += key.exchange(load(encoded))
+        except ValueError as exc:  # OpenSSL refuses an all-zero result: small order.
+            raise InvalidPoint(f"point {index} of the chunk has small order") from exc
+    return bytes(out)
+
+
+def split_points(points: bytes) -> Sequence[bytes]:
+    """Split concatenated points into a list of 32-byte values."""
+    return [points[i : i + POINT_BYTES] for i in range(0, len(points), POINT_BYTES)]

@@ -1,0 +1,117 @@
+"""Batch steps of the PSI: pure functions over one chunk, and engines that map them.
+
+Every expensive step (hash-to-curve plus masking of a party's own values, masking of the peer's
+points) is a pure function of bytes in, bytes out, so that a process pool here, or a cluster
+engine later, can map it over chunks. Secret scalars are passed to workers as arguments and
+never written anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from multiprocessing import get_context
+from typing import Protocol
+
+from pec.crypto.masking import POINT_BYTES, hash_to_u, mask_points
+
+__all__ = [
+    "BatchEngine",
+    "InlineEngine",
+    "PoolEngine",
+    "hash_and_mask",
+    "mask_and_truncate",
+]
+
+
+def hash_and_mask(scalar: bytes, salt: bytes, tag: bytes, values: Sequence[bytes]) -> bytes:
+    """Hash each value to the curve and mask it with ``scalar``; concatenated 32-byte points."""
+    points = b"".join(hash_to_u(v, salt, tag) for v in values)
+    return mask_points(scalar, points, validate=False)
+
+
+def mask_and_truncate(scalar: bytes, points: bytes, width: int) -> bytes:
+    """Validate and mask received points, keeping the first ``width`` bytes of each result.
+
+    Raises:
+        pec.crypto.InvalidPoint: for the first invalid point of the chunk.
+    """
+    masked = mask_points(scalar, points, validate=True)
+    if width == POINT_BYTES:
+        return masked
+    return b"".join(masked[i : i + width] for i in range(0, len(masked), POINT_BYTES))
+
+
+class BatchEngine(Protocol):
+    """Maps the batch steps over a chunk, possibly in parallel. Order is preserved."""
+
+    def hash_and_mask(
+        self, scalar: bytes, salt: bytes, tag: bytes, values: Sequence[bytes]
+    ) -> bytes:
+        """See :func:`hash_and_mask`."""
+        ...
+
+    def mask_and_truncate(self, scalar: bytes, points: bytes, width: int) -> bytes:
+        """See :func:`mask_and_truncate`."""
+        ...
+
+    def close(self) -> None:
+        """Release workers."""
+        ...
+
+
+class InlineEngine:
+    """Runs every step in the calling process (small inputs, tests)."""
+
+    def hash_and_mask(
+        self, scalar: bytes, salt: bytes, tag: bytes, values: Sequence[bytes]
+    ) -> bytes:
+        """See :func:`hash_and_mask`."""
+        return hash_and_mask(scalar, salt, tag, values)
+
+    def mask_and_truncate(self, scalar: bytes, points: bytes, width: int) -> bytes:
+        """See :func:`mask_and_truncate`."""
+        return mask_and_truncate(scalar, points, width)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class PoolEngine:
+    """Splits each chunk across a pool of worker processes (one per core by default)."""
+
+    def __init__(self, workers: int = 0, *, min_split: int = 2_048) -> None:
+        self.workers = workers or os.cpu_count() or 1
+        self._min_split = min_split
+        self._pool: Executor = ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=get_context("spawn")
+        )
+
+    def _parts(self, n: int) -> list[tuple[int, int]]:
+        pieces = max(1, min(self.workers, n // self._min_split))
+        step = -(-n // pieces)
+        return [(i, min(n, i + step)) for i in range(0, n, step)]
+
+    def _map(self, fn: Callable[..., bytes], jobs: list[tuple[object, ...]]) -> bytes:
+        futures = [self._pool.submit(fn, *args) for args in jobs]
+        return b"".join(f.result() for f in futures)
+
+    def hash_and_mask(
+        self, scalar: bytes, salt: bytes, tag: bytes, values: Sequence[bytes]
+    ) -> bytes:
+        """See :func:`hash_and_mask`."""
+        parts = self._parts(len(values))
+        return self._map(hash_and_mask, [(scalar, salt, tag, values[a:b]) for a, b in parts])
+
+    def mask_and_truncate(self, scalar: bytes, points: bytes, width: int) -> bytes:
+        """See :func:`mask_and_truncate`."""
+        parts = self._parts(len(points) // POINT_BYTES)
+        return self._map(
+            mask_and_truncate,
+            [(scalar, points[a * POINT_BYTES : b * POINT_BYTES], width) for a, b in parts],
+        )
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,77 @@
+"""Turn a party's key columns into the protocol's input: distinct values and row codes.
+
+This runs inside the party and never sends anything: it normalizes each key column, reports the
+invalid cells by count and row number, and factorizes the valid values so that duplicates are
+masked (and revealed) once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from psi.normalize import KeyKind, NormalizationRules, normalize_column
+from psi.protocol import PartyInput
+
+__all__ = ["KeyReport", "prepare_input"]
+
+
+@dataclass(frozen=True)
+class KeyReport:
+    """Per key column: how many cells were invalid or empty, and a few example rows."""
+
+    column: str
+    kind: KeyKind
+    invalid: int
+    examples: tuple[int, ...]
+
+
+def prepare_input(
+    keys: Sequence[pd.Series],
+    kinds: Sequence[KeyKind],
+    rules: NormalizationRules,
+    *,
+    payload: pd.DataFrame | None = None,
+) -> tuple[PartyInput, list[KeyReport]]:
+    """Normalize and factorize the key columns (one Series per key slot, aligned by row).
+
+    With ``payload`` (labeled PSI, the side that attaches data), each distinct key value carries
+    the JSON list of the payload rows that have it.
+    """
+    slot_values: list[tuple[bytes, ...]] = []
+    codes: list[np.ndarray] = []
+    reports: list[KeyReport] = []
+    payloads: list[tuple[bytes, ...]] = []
+    for series, kind in zip(keys, kinds, strict=True):
+        normalized = normalize_column(series, kind, rules)
+        slot_codes, uniques = pd.factorize(normalized.values, use_na_sentinel=True)
+        slot_values.append(tuple(str(u).encode() for u in uniques))
+        codes.append(np.asarray(slot_codes, dtype=np.int64))
+        reports.append(
+            KeyReport(str(series.name), kind, normalized.invalid_count, normalized.invalid_examples)
+        )
+        if payload is not None:
+            payloads.append(_group_payloads(payload, np.asarray(slot_codes), len(uniques)))
+    row_codes = np.stack(codes, axis=1) if codes else np.zeros((0, 0), dtype=np.int64)
+    data = PartyInput(
+        slot_values=tuple(slot_values),
+        row_codes=row_codes,
+        payloads=tuple(payloads) if payload is not None else None,
+        payload_columns=tuple(str(c) for c in payload.columns) if payload is not None else (),
+    )
+    return data, reports
+
+
+def _group_payloads(payload: pd.DataFrame, codes: np.ndarray, n: int) -> tuple[bytes, ...]:
+    groups: list[list[list[str]]] = [[] for _ in range(n)]
+    rows = payload.astype(str).to_numpy().tolist()
+    for row, code in zip(rows, codes, strict=True):
+        if code >= 0 and row not in groups[code]:
+            groups[code].append(row)
+    return tuple(
+        json.dumps(group, ensure_ascii=False, separators=(",", ":")).encode() for group in groups
+    )

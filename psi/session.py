@@ -1,0 +1,165 @@
+"""Drive a :class:`~psi.protocol.PsiParty` over a channel of frames.
+
+The channel is the only transport the PSI needs: it moves opaque frames (see :mod:`psi.wire`).
+Implementations: an in-memory pair for tests, and a multiprocessing ``Connection`` for two local
+processes. A node later carries the same frames over Flower messages.
+
+Sending and receiving are decoupled (a reader thread drains the channel into a queue), so two
+parties that both stream large messages never deadlock on full buffers. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Protocol
+
+from psi.errors import PsiAborted, PsiError
+from psi.protocol import PsiParty, PsiResult
+from psi.wire import Abort, from_wire, to_wire
+
+__all__ = ["Channel", "ConnectionChannel", "MemoryChannel", "memory_channel_pair", "run_party"]
+
+_EOF = object()
+
+
+class Channel(Protocol):
+    """A bidirectional, ordered, reliable stream of frames."""
+
+    def send(self, frame: bytes) -> None:
+        """Send one frame; raises PsiAborted if the link is broken."""
+        ...
+
+    def recv(self, timeout: float) -> bytes:
+        """Receive one frame; raises PsiAborted on timeout or a closed link."""
+        ...
+
+    def close(self) -> None:
+        """Close this end."""
+        ...
+
+
+class MemoryChannel:
+    """One end of an in-memory channel (thread-safe queues)."""
+
+    def __init__(self, inbox: queue.Queue[object], outbox: queue.Queue[object]) -> None:
+        self._inbox, self._outbox = inbox, outbox
+        self.sent: list[bytes] = []
+
+    def send(self, frame: bytes) -> None:
+        """Queue a frame for the other end (and keep a copy for transcript audits)."""
+        self.sent.append(frame)
+        self._outbox.put(frame)
+
+    def recv(self, timeout: float) -> bytes:
+        """Next frame from the other end.
+
+        Raises:
+            PsiAborted: on timeout or when the other end closed.
+        """
+        try:
+            item = self._inbox.get(timeout=timeout)
+        except queue.Empty:
+            raise PsiAborted(f"no message from the peer within {timeout:.0f} s") from None
+        if item is _EOF or not isinstance(item, bytes):
+            raise PsiAborted("the peer closed the channel")
+        return item
+
+    def close(self) -> None:
+        """Tell the other end that nothing more will come."""
+        self._outbox.put(_EOF)
+
+
+def memory_channel_pair() -> tuple[MemoryChannel, MemoryChannel]:
+    """Two connected in-memory channel ends."""
+    a: queue.Queue[object] = queue.Queue()
+    b: queue.Queue[object] = queue.Queue()
+    return MemoryChannel(a, b), MemoryChannel(b, a)
+
+
+class ConnectionChannel:
+    """A channel over a ``multiprocessing`` duplex ``Connection`` with a reader thread."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._inbox: queue.Queue[object] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, name="psi-channel-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                self._inbox.put(self._conn.recv_bytes())
+        except (EOFError, OSError):
+            self._inbox.put(_EOF)
+
+    def send(self, frame: bytes) -> None:
+        """Send one frame.
+
+        Raises:
+            PsiAborted: if the link is broken.
+        """
+        try:
+            self._conn.send_bytes(frame)
+        except (OSError, ValueError) as exc:
+            raise PsiAborted("the link to the peer is broken") from exc
+
+    def recv(self, timeout: float) -> bytes:
+        """Next frame from the peer.
+
+        Raises:
+            PsiAborted: on timeout or a closed link.
+        """
+        try:
+            item = self._inbox.get(timeout=timeout)
+        except queue.Empty:
+            raise PsiAborted(f"no message from the peer within {timeout:.0f} s") from None
+        if item is _EOF or not isinstance(item, bytes):
+            raise PsiAborted("the peer closed the link")
+        return item
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+
+def run_party(
+    party: PsiParty,
+    channel: Channel,
+    *,
+    timeout: float = 600.0,
+    on_frame: Callable[[str, bytes], None] | None = None,
+) -> PsiResult:
+    """Run one party to completion over ``channel``; returns what it learned.
+
+    ``timeout`` bounds each wait for the peer. On any error the peer is sent an abort (a code and
+    a reason, never data) before the error propagates. ``on_frame("out"|"in", frame)`` observes
+    the transcript (for audits and digests).
+
+    Raises:
+        PsiError: a protocol error, an abort from the peer or a timeout.
+    """
+    observe = on_frame or (lambda direction, frame: None)
+
+    def send_all(messages: object) -> None:
+        for message in messages:  # type: ignore[attr-defined]
+            frame = to_wire(message)
+            observe("out", frame)
+            channel.send(frame)
+
+    try:
+        send_all(party.start())
+        while not party.done:
+            frame = channel.recv(timeout)
+            observe("in", frame)
+            send_all(party.receive(from_wire(frame)))
+        return party.result()
+    except PsiError as exc:
+        if not isinstance(exc, PsiAborted):
+            abort = Abort(party.config.run_id, party.role, 0, type(exc).__name__, str(exc))
+            with contextlib.suppress(PsiError):
+                channel.send(to_wire(abort))
+        raise
