@@ -6,6 +6,7 @@ import typer
 
 from consent.cli import app as consent_app
 from pec import __version__
+from pec.psi_cli import app as psi_app
 
 app = typer.Typer(
     name="pec",
@@ -13,6 +14,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.add_typer(psi_app, name="psi")
 app.add_typer(consent_app, name="consent")
 
 

@@ -166,6 +166,7 @@ class PsiResult:
     count: int | None
     per_key: tuple[int, ...] | None
     payloads: dict[int, list[bytes]] | None = None
+    payload_columns: tuple[str, ...] = ()
     tag_collisions: int = 0
 
     @property
@@ -218,6 +219,7 @@ class _State:
     width: int = POINT_BYTES
     peer_sizes: tuple[int, ...] = ()
     peer_payload_width: int = 0
+    peer_payload_columns: tuple[str, ...] = ()
     # my values, in the order I sent them (index into slot_values, or record index)
     my_order: list[np.ndarray] = field(default_factory=list)
     my_doubles: list[list[bytes]] = field(default_factory=list)
@@ -426,6 +428,7 @@ class PsiParty:
             self.config.run_id.encode() + shares[0] + shares[1], digest_size=32, person=_SALT_PERSON
         ).digest()
         st.peer_sizes = hello.sizes
+        st.peer_payload_columns = hello.payload_columns
         mine = self._my_sizes()
         arity = len(self.config.kinds) if self._count_mode else 1
         left, right = (mine, hello.sizes) if self.role is Role.LEFT else (hello.sizes, mine)
@@ -785,5 +788,6 @@ class PsiParty:
             None,
             tuple(per_key),
             payloads=payloads,
+            payload_columns=st.peer_payload_columns,
             tag_collisions=collisions,
         )

@@ -1,0 +1,395 @@
+"""``pec psi local``: a PSI between two tables, each side in its own OS process.
+
+The parent process validates the inputs, starts a left and a right party process connected by a
+pipe, relays their progress, and publishes the outputs only when both succeeded. The two party
+processes exchange nothing but protocol frames (:mod:`psi.wire`); each reads only its own table
+and writes only what its side learns. Outputs are written to a temporary directory first and
+moved into place at the end, so a failed run leaves nothing that looks like a result.
+
+Never logs identifiers: reports carry counts and row numbers only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pec.errors import InputError, PecError
+from pec.tables import inspect_table, iter_table, read_columns
+from psi.batch import BatchEngine, InlineEngine, PoolEngine
+from psi.errors import PsiAborted, PsiError
+from psi.normalize import KeyKind, NormalizationRules, infer_kind
+from psi.prepare import prepare_input
+from psi.protocol import PsiConfig, PsiParty, PsiResult, Reveal
+from psi.session import ConnectionChannel, run_party
+from psi.wire import PROTOCOL, Role
+
+__all__ = ["KeyPair", "PsiLocalOptions", "check_inputs", "parse_key_spec", "run_psi_local"]
+
+OUTPUT_NAMES = ("summary.json", "left.csv", "right.csv")
+#: Below this many distinct values per party, masking runs in the party process itself.
+POOL_THRESHOLD = 20_000
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """One key slot: the column on each side and how it is normalized."""
+
+    left: str
+    right: str
+    kind: KeyKind
+
+
+def parse_key_spec(spec: str) -> KeyPair:
+    """Parse ``COL[:KIND]`` or ``LEFTCOL=RIGHTCOL[:KIND]``.
+
+    Raises:
+        InvalidKeyKind: for a kind other than phone, email or raw.
+        InputError: for an empty column name.
+    """
+    columns, _, kind_text = spec.rpartition(":") if ":" in spec else (spec, "", "")
+    left, _, right = columns.partition("=")
+    right = right or left
+    if not left.strip() or not right.strip():
+        raise InputError(f"--key {spec!r}: a column name is empty")
+    kind = KeyKind.parse(kind_text) if kind_text else infer_kind(left)
+    return KeyPair(left.strip(), right.strip(), kind)
+
+
+@dataclass(frozen=True)
+class PsiLocalOptions:
+    """Everything a local PSI run needs besides the two files."""
+
+    keys: tuple[KeyPair, ...]
+    reveal: Reveal
+    payload: tuple[str, ...] = ()
+    region: str = "CN"
+    email_aliases: bool = False
+    chunk_size: int = 65_536
+    workers: int = 0
+    timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class _PartyJob:
+    role: Role
+    path: Path
+    columns: tuple[str, ...]
+    payload: tuple[str, ...]
+    config: PsiConfig
+    rules: NormalizationRules
+    kinds: tuple[KeyKind, ...]
+    workdir: Path
+    workers: int
+    timeout: float
+
+
+@dataclass
+class _PartyReport:
+    role: str
+    rows: int
+    invalid: dict[str, int] = field(default_factory=dict)
+    invalid_examples: dict[str, list[int]] = field(default_factory=dict)
+    matched_rows: int | None = None
+    count: int | None = None
+    per_key: list[int] | None = None
+    output: str | None = None
+    output_rows: int | None = None
+    tag_collisions: int = 0
+
+
+ProgressSink = Callable[[str, str, int, int], None]
+
+
+def _engine_for(data_size: int, workers: int) -> BatchEngine:
+    if data_size < POOL_THRESHOLD:
+        return InlineEngine()
+    return PoolEngine(workers)
+
+
+def _write_matches(job: _PartyJob, result: PsiResult, target: Path) -> int:
+    """Stream the party's own table and write the matched rows (with payloads, if any)."""
+    assert result.matched_rows is not None
+    matched = pd.Index(result.matched_rows)
+    payloads = result.payloads
+    written = 0
+    header = True
+    with target.open("w", encoding="utf-8", newline="") as handle:
+        for frame in iter_table(job.path):
+            rows = frame.loc[frame.index.intersection(matched)]
+            if payloads is not None:
+                rows = _join_payloads(rows, payloads, result.payload_columns)
+            rows.to_csv(handle, index=False, header=header)
+            header = False
+            written += len(rows)
+    return written
+
+
+def _join_payloads(
+    rows: pd.DataFrame, payloads: dict[int, list[bytes]], columns: Sequence[str]
+) -> pd.DataFrame:
+    """One output row per (matched row, distinct payload row) pair: an inner join on any key."""
+    names = [f"{c}_right" if c in rows.columns else c for c in columns]
+    out: list[list[str]] = []
+    index: list[int] = []
+    for row_id in rows.index:
+        seen: list[list[str]] = []
+        for blob in payloads.get(int(row_id), []):
+            for item in json.loads(blob):
+                if item not in seen:
+                    seen.append(item)
+        for item in seen:
+            out.append(item)
+            index.append(int(row_id))
+    extra = pd.DataFrame(out, columns=names, index=index, dtype=object)
+    return rows.loc[index].reset_index(drop=True).join(extra.reset_index(drop=True))
+
+
+def _party_main(job: _PartyJob, conn: Connection, events: Any) -> None:
+    """Entry point of a party process: read own table, run the protocol, write own output."""
+    engine: BatchEngine | None = None
+    try:
+        table = read_columns(job.path, list(dict.fromkeys(job.columns + job.payload)))
+        keys = [table[c].rename(c) for c in job.columns]
+        payload = table[list(job.payload)] if job.payload else None
+        data, reports = prepare_input(keys, job.kinds, job.rules, payload=payload)
+        engine = _engine_for(sum(len(v) for v in data.slot_values), job.workers)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            events.put(("progress", job.role.value, stage, done, total))
+
+        party = PsiParty(job.role, job.config, data, engine=engine, progress=progress)
+        result = run_party(party, ConnectionChannel(conn), timeout=job.timeout)
+        report = _PartyReport(
+            role=job.role.value,
+            rows=data.rows,
+            invalid={r.column: r.invalid for r in reports},
+            invalid_examples={r.column: list(r.examples) for r in reports},
+            matched_rows=None if result.matched_rows is None else int(result.matched_rows.size),
+            count=result.count,
+            per_key=None if result.per_key is None else list(result.per_key),
+            tag_collisions=result.tag_collisions,
+        )
+        if result.matched_rows is not None:
+            name = f"{job.role.value}.csv"
+            report.output_rows = _write_matches(job, result, job.workdir / name)
+            report.output = name
+        events.put(("result", job.role.value, asdict(report)))
+    except PecError as exc:
+        kind = "input" if isinstance(exc, InputError) else "protocol"
+        events.put(("error", job.role.value, kind, f"{type(exc).__name__}: {exc}"))
+    except Exception as exc:  # report, never hang the parent
+        events.put(("error", job.role.value, "internal", f"{type(exc).__name__}: {exc}"))
+    finally:
+        if engine is not None:
+            engine.close()
+        conn.close()
+
+
+def check_inputs(left: Path, right: Path, options: PsiLocalOptions) -> None:
+    """Validate files, columns and options before any work starts.
+
+    Raises:
+        InputError: naming the file and column (or option) that is wrong.
+    """
+    if not options.keys:
+        raise InputError("at least one --key is needed")
+    if options.payload and options.reveal is not Reveal.LEFT:
+        raise InputError("--payload needs --reveal left: only the left side receives payloads")
+    try:
+        NormalizationRules(options.region, options.email_aliases)
+    except ValueError as exc:
+        raise InputError(f"--region: {exc}") from None
+    left_info = inspect_table(left, role="left")
+    right_info = inspect_table(right, role="right")
+    left_info.require([k.left for k in options.keys], role="left")
+    right_info.require([k.right for k in options.keys], role="right")
+    right_info.require(options.payload, role="right")
+
+
+def run_psi_local(
+    left: Path,
+    right: Path,
+    out: Path,
+    options: PsiLocalOptions,
+    *,
+    progress: ProgressSink | None = None,
+) -> dict[str, Any]:
+    """Run a PSI between two local tables as two processes and publish the outputs in ``out``.
+
+    Returns the summary (also written to ``out/summary.json``).
+
+    Raises:
+        InputError: a file or column is missing or unreadable (nothing is written).
+        PsiError: the protocol failed or a party died (nothing is written).
+    """
+    started = time.perf_counter()
+    check_inputs(left, right, options)
+    rules = NormalizationRules(options.region, options.email_aliases)
+    kinds = tuple(k.kind for k in options.keys)
+    config = PsiConfig(
+        run_id=uuid.uuid4().hex,
+        reveal=options.reveal,
+        kinds=tuple(k.value for k in kinds),
+        rules=rules.version(kinds),
+        labeled=bool(options.payload),
+        chunk_size=options.chunk_size,
+    )
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    workdir = out.parent / f".{out.name}.partial-{config.run_id[:12]}"
+    workdir.mkdir()
+    ctx = get_context("spawn")
+    conn_left, conn_right = ctx.Pipe(duplex=True)
+    events = ctx.Queue()
+    jobs = {
+        Role.LEFT: _PartyJob(
+            Role.LEFT,
+            left,
+            tuple(k.left for k in options.keys),
+            (),
+            config,
+            rules,
+            kinds,
+            workdir,
+            options.workers,
+            options.timeout,
+        ),
+        Role.RIGHT: _PartyJob(
+            Role.RIGHT,
+            right,
+            tuple(k.right for k in options.keys),
+            options.payload,
+            config,
+            rules,
+            kinds,
+            workdir,
+            options.workers,
+            options.timeout,
+        ),
+    }
+    processes = {
+        role: ctx.Process(
+            target=_party_main,
+            args=(job, conn_left if role is Role.LEFT else conn_right, events),
+            name=f"pec-psi-{role.value}",
+        )
+        for role, job in jobs.items()
+    }
+    try:
+        for process in processes.values():
+            process.start()
+        conn_left.close()
+        conn_right.close()
+        reports = _collect(processes, events, options.timeout, progress)
+        summary = _summary(left, right, options, config, reports, time.perf_counter() - started)
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        _publish(workdir, out)
+        return summary
+    finally:
+        for process in processes.values():
+            if process.is_alive():
+                process.kill()
+            process.join(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _collect(
+    processes: dict[Role, Any], events: Any, timeout: float, progress: ProgressSink | None
+) -> dict[str, dict[str, Any]]:
+    reports: dict[str, dict[str, Any]] = {}
+    last_event = time.monotonic()
+    while len(reports) < len(processes):
+        try:
+            event = events.get(timeout=0.2)
+        except queue.Empty:
+            event = None
+        if event is None:
+            dead = [r for r, p in processes.items() if not p.is_alive() and r.value not in reports]
+            if dead:
+                time.sleep(0.5)  # let a last message from the dying party arrive
+                if events.empty():
+                    raise PsiAborted(f"the {dead[0].value} party exited without a result")
+            if time.monotonic() - last_event > timeout:
+                raise PsiAborted(f"no progress from the parties within {timeout:.0f} s")
+            continue
+        last_event = time.monotonic()
+        if event[0] == "progress" and progress is not None:
+            progress(event[1], event[2], event[3], event[4])
+        elif event[0] == "result":
+            reports[event[1]] = event[2]
+        elif event[0] == "error":
+            _, role, kind, message = event
+            if kind == "input":
+                raise InputError(f"{role}: {message.split(': ', 1)[-1]}")
+            raise PsiError(f"the {role} party failed: {message}")
+    return reports
+
+
+def _summary(
+    left: Path,
+    right: Path,
+    options: PsiLocalOptions,
+    config: PsiConfig,
+    reports: dict[str, dict[str, Any]],
+    seconds: float,
+) -> dict[str, Any]:
+    lrep, rrep = reports["left"], reports["right"]
+    reveal = options.reveal
+    if reveal is Reveal.COUNT:
+        intersection = lrep["count"]
+    elif reveal is Reveal.RIGHT:
+        intersection = rrep["matched_rows"]
+    else:
+        intersection = lrep["matched_rows"]
+    learner = rrep if reveal is Reveal.RIGHT else lrep
+    per_key_cols = [k.right if reveal is Reveal.RIGHT else k.left for k in options.keys]
+    return {
+        "protocol": PROTOCOL,
+        "run_id": config.run_id,
+        "reveal": reveal.value,
+        "left": str(left),
+        "right": str(right),
+        "keys": [{"left": k.left, "right": k.right, "kind": k.kind.value} for k in options.keys],
+        "rules": config.rules,
+        "left_rows": lrep["rows"],
+        "right_rows": rrep["rows"],
+        "intersection": intersection,
+        "matched_left_rows": lrep["matched_rows"],
+        "matched_right_rows": rrep["matched_rows"],
+        "matched_left_records": lrep["count"],
+        "matched_right_records": rrep["count"],
+        "per_key": dict(zip(per_key_cols, learner["per_key"] or [], strict=False)),
+        "left_invalid": lrep["invalid"],
+        "right_invalid": rrep["invalid"],
+        "left_invalid_examples": lrep["invalid_examples"],
+        "right_invalid_examples": rrep["invalid_examples"],
+        "payload_columns": list(options.payload),
+        "outputs": sorted(r["output"] for r in (lrep, rrep) if r["output"]),
+        "seconds": round(seconds, 3),
+    }
+
+
+def _publish(workdir: Path, out: Path) -> None:
+    """Move the finished outputs into ``out``; remove stale outputs of an earlier run."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUT_NAMES:
+        stale = out / name
+        if stale.exists() and not (workdir / name).exists():
+            stale.unlink()
+    for name in OUTPUT_NAMES[1:] + OUTPUT_NAMES[:1]:  # summary last: it marks completion
+        source = workdir / name
+        if source.exists():
+            os.replace(source, out / name)
