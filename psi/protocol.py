@@ -188,6 +188,14 @@ def _random_permutation(n: int, randbytes: Callable[[int], bytes]) -> np.ndarray
     return np.argsort(keys, kind="stable").astype(np.int64)
 
 
+def _rows_hit(column: np.ndarray, matched_unique: np.ndarray) -> np.ndarray:
+    """Rows whose value in this slot (an index into the distinct values, -1 if none) matched."""
+    hit = np.zeros(column.shape[0], dtype=bool)
+    valid = column >= 0
+    hit[valid] = matched_unique[column[valid]]
+    return hit
+
+
 def _split(buffer: bytes, width: int) -> list[bytes]:
     return [buffer[i : i + width] for i in range(0, len(buffer), width)]
 
@@ -717,8 +725,7 @@ class PsiParty:
             peer = st.peer_sets[slot]
             hits = np.fromiter((d in peer for d in st.my_doubles[slot]), dtype=bool)
             matched_unique[st.my_order[slot][hits]] = True
-            column = codes[:, slot]
-            in_slot = (column >= 0) & matched_unique[np.where(column >= 0, column, 0)]
+            in_slot = _rows_hit(codes[:, slot], matched_unique)
             per_key.append(int(in_slot.sum()))
             matched_any |= in_slot
         return PsiResult(
@@ -772,7 +779,7 @@ class PsiParty:
             matched_unique = np.zeros(len(values), dtype=bool)
             matched_unique[list(opened)] = True
             column = codes[:, slot]
-            in_slot = (column >= 0) & matched_unique[np.where(column >= 0, column, 0)]
+            in_slot = _rows_hit(column, matched_unique)
             per_key.append(int(in_slot.sum()))
             matched_any |= in_slot
             for row in np.flatnonzero(in_slot):

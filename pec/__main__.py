@@ -1,0 +1,5 @@
+"""``python -m pec`` runs the CLI."""
+
+from pec.cli import main
+
+main()

@@ -1,0 +1,200 @@
+"""``pec psi local`` end to end: two party processes, files in, files out."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+LEFT = """id,phone,email,name
+1,13812345678,a@x.com,Ann
+2,+86 139-0000-0000,B@X.com ,Bob
+3,,c@x.com,Cy
+4,bad,d@x.com,Di
+5,00123,,Ed
+"""
+RIGHT = """mobile,email,tag
+138 1234 5678,z@x.com,t1
+13700000000,c@x.com,t2
+0086 13900000000,q@x.com,t3
+"""
+
+
+def pec(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pec", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    (tmp_path / "left.csv").write_text(LEFT)
+    (tmp_path / "right.csv").write_text(RIGHT)
+    return tmp_path
+
+
+def test_reveal_left_writes_matched_rows_with_all_columns(files: Path) -> None:
+    result = pec(
+        "psi",
+        "local",
+        "left.csv",
+        "right.csv",
+        "--key",
+        "phone=mobile:phone",
+        "--key",
+        "email",
+        "--reveal",
+        "left",
+        "--out",
+        "out",
+        "--json",
+        cwd=files,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["left_rows"] == 5 and summary["right_rows"] == 3
+    assert summary["intersection"] == 3
+    assert summary["per_key"] == {"phone": 2, "email": 1}
+    assert summary["left_invalid"] == {"phone": 3, "email": 1}
+    assert summary["left_invalid_examples"]["phone"] == [3, 4, 5]
+    assert summary["outputs"] == ["left.csv"]
+    assert summary["seconds"] > 0
+    assert json.loads((files / "out" / "summary.json").read_text()) == summary
+    matched = pd.read_csv(files / "out" / "left.csv", dtype=str, keep_default_na=False)
+    assert matched.columns.tolist() == ["id", "phone", "email", "name"]
+    assert matched["id"].tolist() == ["1", "2", "3"]
+    assert matched["email"].tolist() == ["a@x.com", "B@X.com ", "c@x.com"]  # as written
+    assert not (files / "out" / "right.csv").exists()
+
+
+def test_both_sides_with_parquet_and_different_column_names(files: Path) -> None:
+    pd.read_csv(files / "right.csv", dtype=str).to_parquet(files / "right.parquet")
+    result = pec(
+        "psi",
+        "local",
+        "left.csv",
+        "right.parquet",
+        "--key",
+        "phone=mobile",
+        "--reveal",
+        "both",
+        "--out",
+        "out",
+        "--json",
+        cwd=files,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["keys"] == [{"left": "phone", "right": "mobile", "kind": "phone"}]
+    assert summary["matched_left_rows"] == 2 and summary["matched_right_rows"] == 2
+    right = pd.read_csv(files / "out" / "right.csv", dtype=str)
+    assert right["tag"].tolist() == ["t1", "t3"]
+
+
+def test_count_mode_reveals_no_rows_and_clears_stale_outputs(files: Path) -> None:
+    (files / "out").mkdir()
+    (files / "out" / "left.csv").write_text("stale\n")
+    result = pec(
+        "psi",
+        "local",
+        "left.csv",
+        "right.csv",
+        "--key",
+        "phone=mobile",
+        "--key",
+        "email",
+        "--reveal",
+        "count",
+        "--out",
+        "out",
+        "--json",
+        cwd=files,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["intersection"] == 3
+    assert summary["matched_left_rows"] is None
+    assert sorted(p.name for p in (files / "out").iterdir()) == ["summary.json"]
+
+
+def test_labeled_psi_attaches_payload_columns(files: Path) -> None:
+    result = pec(
+        "psi",
+        "local",
+        "left.csv",
+        "right.csv",
+        "--key",
+        "phone=mobile",
+        "--key",
+        "email",
+        "--reveal",
+        "left",
+        "--payload",
+        "tag",
+        "--payload",
+        "email",
+        "--out",
+        "out",
+        cwd=files,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = pd.read_csv(files / "out" / "left.csv", dtype=str, keep_default_na=False)
+    assert rows.columns.tolist() == ["id", "phone", "email", "name", "tag", "email_right"]
+    assert rows[["id", "tag"]].values.tolist() == [["1", "t1"], ["2", "t3"], ["3", "t2"]]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["left.csv", "missing.csv", "--key", "phone"], "right file missing.csv: not found"),
+        (["left.csv", "right.csv", "--key", "phone"], "right file right.csv: no column 'phone'"),
+        (["left.csv", "right.csv", "--key", "fone=mobile"], "left file left.csv: no column 'fone'"),
+        (["left.csv", "right.csv", "--key", "phone=mobile:fax"], "unknown key kind 'fax'"),
+        (["empty.csv", "right.csv", "--key", "phone=mobile"], "left file empty.csv: has no rows"),
+        (["garbage.parquet", "right.csv", "--key", "x"], "cannot read as PARQUET"),
+        (
+            ["left.csv", "right.csv", "--key", "phone=mobile", "--payload", "nope"],
+            "right file right.csv: no column 'nope'",
+        ),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+    files: Path, args: list[str], needle: str
+) -> None:
+    (files / "empty.csv").write_text("phone,x\n")
+    (files / "garbage.parquet").write_bytes(b"PAR1 this is not parquet")
+    result = pec("psi", "local", *args, "--reveal", "left", "--out", "out", cwd=files)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert needle in lines[0]
+    assert not (files / "out").exists()
+    assert not any(p.name.startswith(".out.partial") for p in files.iterdir())
+
+
+def test_payload_needs_reveal_left(files: Path) -> None:
+    result = pec(
+        "psi",
+        "local",
+        "left.csv",
+        "right.csv",
+        "--key",
+        "phone=mobile",
+        "--payload",
+        "tag",
+        "--reveal",
+        "both",
+        "--out",
+        "out",
+        cwd=files,
+    )
+    assert result.returncode == 2
+    assert "--payload needs --reveal left" in result.stderr

@@ -1,0 +1,160 @@
+import hashlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pec.crypto.masking import (
+    FIELD_PRIME,
+    GROUP_ORDER,
+    InvalidPoint,
+    MaskingError,
+    MaskingKey,
+    hash_to_u,
+    is_valid_point,
+    mask_points,
+)
+from tests.utils import load_vectors
+
+pytestmark = pytest.mark.unit
+
+SALT = bytes(range(32))
+
+
+def _counter_bytes(seed: int):
+    state = seed
+
+    def randbytes(n: int) -> bytes:
+        nonlocal state
+        out = b""
+        while len(out) < n:
+            out += hashlib.sha256(state.to_bytes(8, "big")).digest()
+            state += 1
+        return out[:n]
+
+    return randbytes
+
+
+@pytest.mark.parametrize("vector", load_vectors("x25519_rfc7748.json"))
+def test_x25519_rfc7748(vector: dict[str, str]) -> None:
+    out = mask_points(bytes.fromhex(vector["scalar"]), bytes.fromhex(vector["u"]), validate=False)
+    assert out.hex() == vector["out"]
+
+
+def _reference_hash_to_u(value: bytes, salt: bytes, tag: bytes) -> bytes:
+    """The documented construction, written independently with plain Python integers."""
+    a = 486662
+    for counter in range(256):
+        data = len(tag).to_bytes(2, "big") + tag + bytes([counter]) + value
+        digest = hashlib.blake2b(data, digest_size=32, key=salt, person=b"pec/h2u/v1").digest()
+        u = int.from_bytes(digest, "little") & ((1 << 255) - 1)
+        rhs = (u**3 + a * u * u + u) % FIELD_PRIME
+        if u < FIELD_PRIME and u > 1 and pow(rhs, (FIELD_PRIME - 1) // 2, FIELD_PRIME) == 1:
+            return u.to_bytes(32, "little")
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("vector", load_vectors("psi_hash_to_u.json"))
+def test_hash_to_u_known_answers(vector: dict[str, str]) -> None:
+    value, salt, tag = (
+        vector["value"].encode(),
+        bytes.fromhex(vector["salt"]),
+        vector["tag"].encode(),
+    )
+    assert hash_to_u(value, salt, tag).hex() == vector["u"]
+    assert _reference_hash_to_u(value, salt, tag).hex() == vector["u"]
+
+
+@given(st.binary(max_size=40), st.binary(max_size=10))
+def test_hash_to_u_lands_on_the_curve(value: bytes, tag: bytes) -> None:
+    point = hash_to_u(value, SALT, tag)
+    assert is_valid_point(point)
+    assert point == _reference_hash_to_u(value, SALT, tag)
+
+
+def test_hash_to_u_separates_salts_and_tags() -> None:
+    base = hash_to_u(b"x", SALT, b"slot0")
+    assert hash_to_u(b"x", bytes(32), b"slot0") != base
+    assert hash_to_u(b"x", SALT, b"slot1") != base
+    # length-prefixed tag: ("ab", "c") and ("a", "bc") differ
+    assert hash_to_u(b"c", SALT, b"ab") != hash_to_u(b"bc", SALT, b"a")
+
+
+@given(st.lists(st.binary(max_size=16), min_size=1, max_size=5), st.integers(0, 2**32))
+def test_masking_commutes(values: list[bytes], seed: int) -> None:
+    rand = _counter_bytes(seed)
+    a, b = MaskingKey.generate(randbytes=rand), MaskingKey.generate(randbytes=rand)
+    points = b"".join(hash_to_u(v, SALT, b"t") for v in values)
+    assert a.mask_many(b.mask_many(points)) == b.mask_many(a.mask_many(points))
+
+
+@given(st.binary(max_size=16), st.integers(0, 2**32))
+def test_inverse_key_unblinds(value: bytes, seed: int) -> None:
+    rand = _counter_bytes(seed)
+    a = MaskingKey.generate(invertible=True, randbytes=rand)
+    b = MaskingKey.generate(randbytes=rand)
+    point = hash_to_u(value, SALT, b"t")
+    assert a.inverse().mask(b.mask(a.mask(point))) == b.mask(point)
+    scalar = int.from_bytes(a.inverse().raw_scalar(), "little")
+    assert scalar % 8 == 0 and 2**254 <= scalar < 2**255
+    assert scalar * int.from_bytes(a.raw_scalar(), "little") % GROUP_ORDER == 1
+
+
+def test_generation_is_deterministic_with_injected_randomness() -> None:
+    assert MaskingKey.generate(randbytes=_counter_bytes(7)) == MaskingKey.generate(
+        randbytes=_counter_bytes(7)
+    )
+
+
+def test_key_without_inverse_refuses() -> None:
+    for seed in range(64):
+        key = MaskingKey.generate(randbytes=_counter_bytes(seed))
+        try:
+            key.inverse()
+        except MaskingError:
+            return
+    pytest.fail("expected some keys without a clamped inverse")
+
+
+def test_key_repr_hides_the_scalar() -> None:
+    key = MaskingKey.generate()
+    assert key.raw_scalar().hex() not in repr(key)
+    assert "fingerprint" in repr(key)
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (bytes(31), "short"),
+        (bytes(33), "long"),
+        (bytes(32), "zero (small order)"),
+        ((1).to_bytes(32, "little"), "one (small order)"),
+        ((FIELD_PRIME - 1).to_bytes(32, "little"), "p-1 (small order)"),
+        ((FIELD_PRIME + 5).to_bytes(32, "little"), "non-canonical"),
+        (b"\xff" * 32, "high bit set"),
+    ],
+)
+def test_invalid_points_are_rejected(bad: bytes, reason: str) -> None:
+    assert not is_valid_point(bad), reason
+    key = MaskingKey.generate()
+    with pytest.raises(InvalidPoint):
+        key.mask_many(bad if len(bad) % 32 == 0 else bad)
+
+
+def test_twist_points_are_rejected() -> None:
+    # find a canonical u whose point lies on the quadratic twist
+    for u in range(2, 200):
+        rhs = (u**3 + 486662 * u * u + u) % FIELD_PRIME
+        if pow(rhs, (FIELD_PRIME - 1) // 2, FIELD_PRIME) == FIELD_PRIME - 1:
+            twist = u.to_bytes(32, "little")
+            break
+    assert not is_valid_point(twist)
+    with pytest.raises(InvalidPoint, match="point 1 "):
+        MaskingKey.generate().mask_many(hash_to_u(b"ok", SALT, b"t") + twist)
+
+
+def test_malformed_key_material_is_refused() -> None:
+    with pytest.raises(ValueError):
+        MaskingKey(bytes(31))
+    with pytest.raises(ValueError):
+        MaskingKey(b"\x01" * 32)  # not clamped

@@ -1,0 +1,135 @@
+import pandas as pd
+import phonenumbers
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from psi.errors import InvalidKeyKind
+from psi.normalize import (
+    KeyKind,
+    NormalizationRules,
+    infer_kind,
+    normalize_column,
+    normalize_email,
+    normalize_phone,
+)
+
+pytestmark = pytest.mark.unit
+
+RULES = NormalizationRules()
+
+SAME_NUMBER = [
+    "13812345678",
+    "+86 138-1234-5678",
+    "0086 13812345678",
+    "(+86)13812345678",
+    "138 1234 5678",
+]
+
+
+@pytest.mark.parametrize("text", SAME_NUMBER)
+def test_issue_phone_examples_are_one_number(text: str) -> None:
+    assert normalize_phone(text, RULES) == "+8613812345678"
+
+
+def test_phone_column_matches_scalar_and_counts_invalid() -> None:
+    series = pd.Series([*SAME_NUMBER, "", None, "not a phone", "12345", "010 12345678"])
+    column = normalize_column(series, KeyKind.PHONE, RULES)
+    assert column.values.tolist() == ["+8613812345678"] * 5 + [None] * 4 + ["+861012345678"]
+    assert column.invalid_count == 4
+    assert column.invalid_examples == (6, 7, 8, 9)
+
+
+def test_foreign_numbers_and_other_regions() -> None:
+    assert normalize_phone("+1 650 253 0000", RULES) == "+16502530000"
+    us = NormalizationRules(default_region="us")
+    assert us.default_region == "US"
+    assert normalize_phone("(650) 253-0000", us) == "+16502530000"
+    with pytest.raises(ValueError):
+        NormalizationRules(default_region="XX")
+
+
+formats = st.sampled_from(
+    [
+        "{n}",
+        "+86{n}",
+        "+86 {a}-{b}-{c}",
+        "0086 {n}",
+        "(+86){n}",
+        "{a} {b} {c}",
+        "86{n}",
+        "  {a}.{b}.{c} ",
+        "+86 ({a}) {b} {c}",
+        "0{n}",
+        "+86 0{n}",
+        "{n}9",
+    ]
+)
+
+
+@given(st.from_regex(r"1[0-9]{10}", fullmatch=True), formats)
+def test_fast_path_agrees_with_phonenumbers(digits: str, fmt: str) -> None:
+    text = fmt.format(n=digits, a=digits[:3], b=digits[3:7], c=digits[7:])
+    vectorised = normalize_column(pd.Series([text]), KeyKind.PHONE, RULES).values[0]
+    try:
+        number = phonenumbers.parse(text, "CN")
+        expected = (
+            phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+            if phonenumbers.is_valid_number(number)
+            else None
+        )
+    except phonenumbers.NumberParseException:
+        expected = None
+    assert vectorised == expected
+    assert normalize_phone(text, RULES) == expected
+
+
+def test_email_trim_and_lower() -> None:
+    assert normalize_email("  Foo.Bar@Example.COM ", RULES) == "foo.bar@example.com"
+    for bad in ["", "no-at-sign", "a@b", "a b@c.com", "@x.com", "a@@x.com", "a@x..com"]:
+        assert normalize_email(bad, RULES) is None, bad
+
+
+def test_email_aliases_are_opt_in() -> None:
+    aliases = NormalizationRules(email_aliases=True)
+    assert normalize_email("F.o.o+ads@GoogleMail.com", RULES) == "f.o.o+ads@googlemail.com"
+    assert normalize_email("F.o.o+ads@GoogleMail.com", aliases) == "foo@gmail.com"
+    assert normalize_email("a.b+x@outlook.com", aliases) == "a.b@outlook.com"
+    assert normalize_email("a.b+x@example.com", aliases) == "a.b+x@example.com"
+    column = normalize_column(pd.Series(["a.b+x@gmail.com", "bad"]), KeyKind.EMAIL, aliases)
+    assert column.values.tolist() == ["ab@gmail.com", None]
+
+
+def test_raw_keys_are_as_is() -> None:
+    column = normalize_column(pd.Series([" ID-1 ", "", None, "00123"]), KeyKind.RAW, RULES)
+    assert column.values.tolist() == [" ID-1 ", None, None, "00123"]
+    assert column.invalid_count == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("phone", KeyKind.PHONE),
+        ("Mobile", KeyKind.PHONE),
+        ("tel_no", KeyKind.PHONE),
+        ("email", KeyKind.EMAIL),
+        ("e_mail", KeyKind.EMAIL),
+        ("device_id", KeyKind.RAW),
+    ],
+)
+def test_kind_inference(name: str, kind: KeyKind) -> None:
+    assert infer_kind(name) is kind
+
+
+def test_unknown_kind_is_a_clear_error() -> None:
+    with pytest.raises(InvalidKeyKind, match="fax"):
+        KeyKind.parse("fax")
+
+
+def test_rules_version_names_what_applies() -> None:
+    kinds = (KeyKind.PHONE, KeyKind.EMAIL)
+    version = RULES.version(kinds)
+    assert "region=CN" in version and "aliases=off" in version
+    assert NormalizationRules("US").version(kinds) != version
+    assert NormalizationRules(email_aliases=True).version(kinds) != version
+    assert "region" not in RULES.version((KeyKind.RAW,))

@@ -1,0 +1,281 @@
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from psi.errors import (
+    HandshakeMismatch,
+    InvalidPeerPoint,
+    PsiAborted,
+    PsiError,
+    UnexpectedMessage,
+)
+from psi.normalize import KeyKind, normalize_column
+from psi.protocol import Reveal, Stage, truncation_width
+from psi.wire import Abort, Points, PointsKind, Role, from_wire, to_wire
+from tests.psi.helpers import RULES, exchange, make_parties, run
+
+pytestmark = pytest.mark.unit
+
+# small alphabets so that random tables overlap often
+raw_value = st.one_of(st.none(), st.just(""), st.sampled_from([f"id{i}" for i in range(12)]))
+email_value = st.one_of(
+    st.none(),
+    st.sampled_from(["a@x.com", " A@X.com", "b@y.org", "B@y.org ", "c@z.cn", "bad", "d@x.com"]),
+)
+phone_value = st.one_of(
+    st.none(),
+    st.sampled_from(
+        ["13812345678", "+86 138-1234-5678", "13900000000", "0086 13700000000", "12", "x"]
+    ),
+)
+KINDS_2 = (KeyKind.RAW, KeyKind.EMAIL)
+
+
+def tables(kinds: tuple[KeyKind, ...]):
+    columns = {KeyKind.RAW: raw_value, KeyKind.EMAIL: email_value, KeyKind.PHONE: phone_value}
+    row = st.tuples(*(columns[k] for k in kinds))
+    return st.lists(row, min_size=0, max_size=12)
+
+
+def normalized(rows, kinds):
+    import pandas as pd
+
+    cols = [
+        normalize_column(pd.Series([r[k] for r in rows], dtype=object), kind, RULES).values.tolist()
+        for k, kind in enumerate(kinds)
+    ]
+    return [tuple(c[i] for c in cols) for i in range(len(rows))]
+
+
+def expected_rows(mine, theirs, kinds):
+    a, b = normalized(mine, kinds), normalized(theirs, kinds)
+    sets = [{r[k] for r in b if r[k] is not None} for k in range(len(kinds))]
+    return [
+        i for i, r in enumerate(a) if any(v is not None and v in sets[k] for k, v in enumerate(r))
+    ]
+
+
+def expected_count(mine, theirs, kinds):
+    a, b = normalized(mine, kinds), normalized(theirs, kinds)
+    sets = [{r[k] for r in b if r[k] is not None} for k in range(len(kinds))]
+    records = {r for r in a if any(v is not None for v in r)}
+    return sum(any(v is not None and v in sets[k] for k, v in enumerate(r)) for r in records)
+
+
+@pytest.mark.parametrize("kinds", [(KeyKind.RAW,), KINDS_2, (KeyKind.PHONE, KeyKind.EMAIL)])
+@pytest.mark.parametrize("reveal", [Reveal.LEFT, Reveal.RIGHT, Reveal.BOTH])
+@given(data=st.data())
+def test_row_modes_equal_plaintext_intersection(kinds, reveal, data) -> None:
+    left, right = data.draw(tables(kinds)), data.draw(tables(kinds))
+    lres, rres, _ = run(left, right, kinds, reveal)
+    if reveal.learns_rows(Role.LEFT):
+        assert lres.matched_rows.tolist() == expected_rows(left, right, kinds)
+    else:
+        assert lres.matched_rows is None and lres.count is None
+    if reveal.learns_rows(Role.RIGHT):
+        assert rres.matched_rows.tolist() == expected_rows(right, left, kinds)
+    else:
+        assert rres.matched_rows is None and rres.count is None
+
+
+@pytest.mark.parametrize("kinds", [(KeyKind.RAW,), KINDS_2])
+@given(data=st.data())
+def test_count_mode_equals_plaintext_cardinality(kinds, data) -> None:
+    left, right = data.draw(tables(kinds)), data.draw(tables(kinds))
+    lres, rres, _ = run(left, right, kinds, Reveal.COUNT)
+    assert lres.matched_rows is None and rres.matched_rows is None
+    assert lres.count == expected_count(left, right, kinds)
+    assert rres.count == expected_count(right, left, kinds)
+
+
+@given(data=st.data())
+def test_labeled_psi_delivers_payloads_of_matches_only(data) -> None:
+    kinds = (KeyKind.RAW,)
+    left = data.draw(tables(kinds))
+    right = data.draw(tables(kinds))
+    tags = [f"tag{i}" for i in range(len(right))]
+    lres, rres, _ = run(left, right, kinds, Reveal.LEFT, payload=tags)
+    assert rres.matched_rows is None
+    assert lres.matched_rows.tolist() == expected_rows(left, right, kinds)
+    assert set(lres.payloads) == set(lres.matched_rows.tolist())
+    import json
+
+    for row, blobs in lres.payloads.items():
+        got = sorted(item[0] for blob in blobs for item in json.loads(blob))
+        want = sorted(
+            tags[j] for j, r in enumerate(right) if r[0] not in (None, "") and r[0] == left[row][0]
+        )
+        assert got == want
+
+
+def test_multi_key_counts_a_row_once_and_reports_per_key() -> None:
+    left = [("id1", "a@x.com"), ("id2", "zz@x.com"), ("id9", "b@y.org")]
+    right = [("id1", "a@x.com"), ("id7", "b@y.org"), ("id2", None)]
+    lres, rres, _ = run(left, right, KINDS_2, Reveal.BOTH)
+    assert lres.matched_rows.tolist() == [0, 1, 2]
+    assert lres.per_key == (2, 2)
+    assert rres.matched_rows.tolist() == [0, 1, 2]
+
+
+def test_transcript_carries_no_identifier() -> None:
+    left = [("13812345678", "secret.person@example.com"), ("13900000000", None)]
+    right = [("+86 138 1234 5678", "other@example.com")]
+    kinds = (KeyKind.PHONE, KeyKind.EMAIL)
+    for reveal in Reveal:
+        _, _, transcript = run(left, right, kinds, reveal)
+        blob = b"".join(transcript)
+        for needle in [b"13812345678", b"8613812345678", b"secret.person", b"example.com"]:
+            assert needle not in blob, (reveal, needle)
+
+
+def test_truncation_width_bound() -> None:
+    assert truncation_width(10, 10) == 8
+    assert truncation_width(10**6, 10**6) == 10
+    assert truncation_width(10**9, 10**9) == 13
+    w = truncation_width(10**6, 10**6)
+    assert 10**12 * 2.0 ** (-8 * w) <= 2**-40
+
+
+# -- negative tests: messages that must be refused ---------------------------------------
+
+
+def _started(reveal=Reveal.LEFT):
+    a, b = make_parties([("id1",), ("id2",)], [("id2",), ("id3",)], (KeyKind.RAW,), reveal)
+    hello_a = from_wire(to_wire(next(a.start())))
+    hello_b = from_wire(to_wire(next(b.start())))
+    return a, b, hello_a, hello_b
+
+
+def test_replayed_message_is_rejected() -> None:
+    a, b, hello_a, hello_b = _started()
+    out_b = list(b.receive(hello_a))
+    with pytest.raises(UnexpectedMessage, match="replayed"):
+        list(b.receive(hello_a))
+    assert b.stage is Stage.FAILED
+    assert out_b  # b had answered with its masked values before
+
+
+def test_out_of_order_sequence_is_rejected() -> None:
+    a, b, hello_a, hello_b = _started()
+    list(a.receive(hello_b))
+    masked = list(b.receive(hello_a))
+    skipped = replace(masked[0], seq=masked[0].seq + 1)
+    with pytest.raises(UnexpectedMessage, match="out of order"):
+        list(a.receive(skipped))
+
+
+def test_points_before_hello_are_rejected() -> None:
+    a, b, hello_a, hello_b = _started()
+    list(b.receive(hello_a))
+    early = Points("run-1", Role.LEFT, 1, PointsKind.MASKED, 0, 0, 1, 1, 32, b"\x09" + bytes(31))
+    a2, _ = make_parties([("x",)], [("y",)], (KeyKind.RAW,), Reveal.LEFT)
+    next(a2.start())
+    with pytest.raises(UnexpectedMessage, match="not expected"):
+        list(a2.receive(replace(early, sender=Role.RIGHT, seq=0)))
+
+
+def test_wrong_run_and_wrong_sender_are_rejected() -> None:
+    a, b, hello_a, hello_b = _started()
+    with pytest.raises(UnexpectedMessage, match="another run"):
+        list(b.receive(replace(hello_a, run_id="other")))
+    a, b, hello_a, hello_b = _started()
+    with pytest.raises(UnexpectedMessage, match="come from"):
+        list(b.receive(replace(hello_a, sender=Role.RIGHT)))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("rules", "pec-norm/0"), ("reveal", "both"), ("kinds", ("email",)), ("protocol", "v0")],
+)
+def test_handshake_mismatch(field: str, value: object) -> None:
+    a, b, hello_a, hello_b = _started()
+    with pytest.raises(HandshakeMismatch):
+        list(b.receive(replace(hello_a, **{field: value})))
+    assert b.stage is Stage.FAILED
+    with pytest.raises(UnexpectedMessage):
+        list(b.receive(hello_a))  # a failed party refuses further use
+
+
+def test_invalid_point_from_peer() -> None:
+    a, b, hello_a, hello_b = _started()
+    list(a.receive(hello_b))
+    masked = list(b.receive(hello_a))
+    bad = replace(masked[0], body=bytes(32) + masked[0].body[32:])
+    with pytest.raises(InvalidPeerPoint, match="point 0"):
+        list(a.receive(bad))
+    assert a.stage is Stage.FAILED
+
+
+def test_chunk_out_of_order_and_overflow() -> None:
+    a, b, hello_a, hello_b = _started()
+    list(a.receive(hello_b))
+    masked = list(b.receive(hello_a))
+    with pytest.raises(UnexpectedMessage, match="chunk 1 out of order"):
+        list(a.receive(replace(masked[0], chunk=1)))
+    a, b, hello_a, hello_b = _started()
+    list(a.receive(hello_b))
+    masked = list(b.receive(hello_a))
+    doubled = replace(masked[0], count=3, body=masked[0].body * 3)
+    with pytest.raises(UnexpectedMessage, match="more values than announced"):
+        list(a.receive(doubled))
+
+
+def test_double_values_to_a_side_that_learns_nothing() -> None:
+    a, b, hello_a, hello_b = _started(Reveal.LEFT)
+    list(b.receive(hello_a))
+    fake = Points("run-1", Role.LEFT, 1, PointsKind.DOUBLE, 0, 0, 1, 1, 8, bytes(8))
+    with pytest.raises(UnexpectedMessage, match="learns nothing"):
+        list(b.receive(fake))
+
+
+def test_abort_from_peer_stops_the_party() -> None:
+    a, b, hello_a, hello_b = _started()
+    with pytest.raises(PsiAborted, match="rules differ"):
+        list(b.receive(Abort("run-1", Role.LEFT, 1, "HandshakeMismatch", "rules differ")))
+    assert b.stage is Stage.FAILED
+
+
+def test_single_use_objects() -> None:
+    a, b = make_parties([("x",)], [("x",)], (KeyKind.RAW,), Reveal.BOTH)
+    with pytest.raises(PsiError):
+        a.result()
+    exchange(a, b)
+    with pytest.raises(UnexpectedMessage):
+        a.start()
+    with pytest.raises(UnexpectedMessage, match="stage done"):
+        list(
+            a.receive(
+                from_wire(
+                    to_wire(
+                        next(
+                            iter(
+                                make_parties([("x",)], [("x",)], (KeyKind.RAW,), Reveal.BOTH)[
+                                    1
+                                ].start()
+                            )
+                        )
+                    )
+                )
+            )
+        )
+    assert a.result().matched_rows.tolist() == [0]
+
+
+def test_empty_sides_complete() -> None:
+    lres, rres, _ = run([], [("id1",)], (KeyKind.RAW,), Reveal.BOTH)
+    assert lres.matched_rows.size == 0 and rres.matched_rows.size == 0
+    lres, rres, _ = run([(None,)], [(None,)], (KeyKind.RAW,), Reveal.COUNT)
+    assert lres.count == 0 and rres.count == 0
+
+
+def test_count_mode_returns_are_shuffled_globally() -> None:
+    # with 40 records, the returned order matching the sent order by chance is negligible
+    left = [(f"id{i}",) for i in range(40)]
+    a, b = make_parties(left, left, (KeyKind.RAW,), Reveal.COUNT, chunk_size=7)
+    exchange(a, b)
+    sent = a._state.my_order[0]
+    assert a.result().count == 40
+    assert not np.array_equal(sent, np.arange(40))
