@@ -9,7 +9,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from pec.errors import InputError, PecError
 from pec.psi_local import PsiLocalOptions, check_inputs, parse_key_spec, run_psi_local
@@ -100,7 +107,7 @@ def run_with_progress(
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=_stderr, transient=False) as bars:
-        tasks: dict[tuple[str, str], int] = {}
+        tasks: dict[tuple[str, str], TaskID] = {}
 
         def on_progress(role: str, stage: str, done: int, total: int) -> None:
             key = (role, stage)
