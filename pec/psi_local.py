@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import resource
 import shutil
 import time
 import uuid
@@ -108,6 +109,14 @@ class _PartyReport:
     output: str | None = None
     output_rows: int | None = None
     tag_collisions: int = 0
+    peak_rss_mb: float = 0.0
+    worker_peak_rss_mb: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+def _peak_rss_mb(who: int) -> float:
+    """Peak resident memory in MiB (Linux reports KiB) of this process or its largest child."""
+    return round(resource.getrusage(who).ru_maxrss / 1024, 1)
 
 
 ProgressSink = Callable[[str, str, int, int], None]
@@ -160,11 +169,22 @@ def _join_payloads(
 def _party_main(job: _PartyJob, conn: Connection, events: Any) -> None:
     """Entry point of a party process: read own table, run the protocol, write own output."""
     engine: BatchEngine | None = None
+    phases: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        phases[name] = round(now - clock, 3)
+        clock = now
+
     try:
         table = read_columns(job.path, list(dict.fromkeys(job.columns + job.payload)))
+        lap("read")
         keys = [table[c].rename(c) for c in job.columns]
         payload = table[list(job.payload)] if job.payload else None
         data, reports = prepare_input(keys, job.kinds, job.rules, payload=payload)
+        lap("normalize")
         engine = _engine_for(sum(len(v) for v in data.slot_values), job.workers)
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -172,6 +192,7 @@ def _party_main(job: _PartyJob, conn: Connection, events: Any) -> None:
 
         party = PsiParty(job.role, job.config, data, engine=engine, progress=progress)
         result = run_party(party, ConnectionChannel(conn), timeout=job.timeout)
+        lap("protocol")
         report = _PartyReport(
             role=job.role.value,
             rows=data.rows,
@@ -186,6 +207,12 @@ def _party_main(job: _PartyJob, conn: Connection, events: Any) -> None:
             name = f"{job.role.value}.csv"
             report.output_rows = _write_matches(job, result, job.workdir / name)
             report.output = name
+        lap("write")
+        engine.close()
+        engine = None
+        report.phases = phases
+        report.peak_rss_mb = _peak_rss_mb(resource.RUSAGE_SELF)
+        report.worker_peak_rss_mb = _peak_rss_mb(resource.RUSAGE_CHILDREN)
         events.put(("result", job.role.value, asdict(report)))
     except PecError as exc:
         kind = "input" if isinstance(exc, InputError) else "protocol"
@@ -378,6 +405,11 @@ def _summary(
         "right_invalid_examples": rrep["invalid_examples"],
         "payload_columns": list(options.payload),
         "outputs": sorted(r["output"] for r in (lrep, rrep) if r["output"]),
+        "phase_seconds": {"left": lrep["phases"], "right": rrep["phases"]},
+        "peak_rss_mb": {
+            side: {"party": rep["peak_rss_mb"], "largest_worker": rep["worker_peak_rss_mb"]}
+            for side, rep in (("left", lrep), ("right", rrep))
+        },
         "seconds": round(seconds, 3),
     }
 

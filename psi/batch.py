@@ -25,19 +25,21 @@ __all__ = [
 ]
 
 
-def hash_and_mask(scalar: bytes, salt: bytes, tag: bytes, values: Sequence[bytes]) -> bytes:
-    """Hash each value to the curve and mask it with ``scalar``; concatenated 32-byte points."""
-    points = b"".join(hash_to_u(v, salt, tag) for v in values)
+def hash_and_mask(
+    scalar: bytes, salt: bytes, tag: bytes, values: Sequence[bytes], curve_only: bool = True
+) -> bytes:
+    """Hash each value to a point and mask it with ``scalar``; concatenated 32-byte points."""
+    points = b"".join(hash_to_u(v, salt, tag, curve_only=curve_only) for v in values)
     return mask_points(scalar, points, validate=False)
 
 
-def mask_and_truncate(scalar: bytes, points: bytes, width: int) -> bytes:
+def mask_and_truncate(scalar: bytes, points: bytes, width: int, curve_only: bool = True) -> bytes:
     """Validate and mask received points, keeping the first ``width`` bytes of each result.
 
     Raises:
         pec.crypto.InvalidPoint: for the first invalid point of the chunk.
     """
-    masked = mask_points(scalar, points, validate=True)
+    masked = mask_points(scalar, points, validate=True, curve_only=curve_only)
     if width == POINT_BYTES:
         return masked
     return b"".join(masked[i : i + width] for i in range(0, len(masked), POINT_BYTES))
@@ -47,12 +49,19 @@ class BatchEngine(Protocol):
     """Maps the batch steps over a chunk, possibly in parallel. Order is preserved."""
 
     def hash_and_mask(
-        self, scalar: bytes, salt: bytes, tag: bytes, values: Sequence[bytes]
+        self,
+        scalar: bytes,
+        salt: bytes,
+        tag: bytes,
+        values: Sequence[bytes],
+        curve_only: bool = True,
     ) -> bytes:
         """See :func:`hash_and_mask`."""
         ...
 
-    def mask_and_truncate(self, scalar: bytes, points: bytes, width: int) -> bytes:
+    def mask_and_truncate(
+        self, scalar: bytes, points: bytes, width: int, curve_only: bool = True
+    ) -> bytes:
         """See :func:`mask_and_truncate`."""
         ...
 
@@ -65,14 +74,21 @@ class InlineEngine:
     """Runs every step in the calling process (small inputs, tests)."""
 
     def hash_and_mask(
-        self, scalar: bytes, salt: bytes, tag: bytes, values: Sequence[bytes]
+        self,
+        scalar: bytes,
+        salt: bytes,
+        tag: bytes,
+        values: Sequence[bytes],
+        curve_only: bool = True,
     ) -> bytes:
         """See :func:`hash_and_mask`."""
-        return hash_and_mask(scalar, salt, tag, values)
+        return hash_and_mask(scalar, salt, tag, values, curve_only)
 
-    def mask_and_truncate(self, scalar: bytes, points: bytes, width: int) -> bytes:
+    def mask_and_truncate(
+        self, scalar: bytes, points: bytes, width: int, curve_only: bool = True
+    ) -> bytes:
         """See :func:`mask_and_truncate`."""
-        return mask_and_truncate(scalar, points, width)
+        return mask_and_truncate(scalar, points, width, curve_only)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -98,18 +114,30 @@ class PoolEngine:
         return b"".join(f.result() for f in futures)
 
     def hash_and_mask(
-        self, scalar: bytes, salt: bytes, tag: bytes, values: Sequence[bytes]
+        self,
+        scalar: bytes,
+        salt: bytes,
+        tag: bytes,
+        values: Sequence[bytes],
+        curve_only: bool = True,
     ) -> bytes:
         """See :func:`hash_and_mask`."""
         parts = self._parts(len(values))
-        return self._map(hash_and_mask, [(scalar, salt, tag, values[a:b]) for a, b in parts])
+        return self._map(
+            hash_and_mask, [(scalar, salt, tag, values[a:b], curve_only) for a, b in parts]
+        )
 
-    def mask_and_truncate(self, scalar: bytes, points: bytes, width: int) -> bytes:
+    def mask_and_truncate(
+        self, scalar: bytes, points: bytes, width: int, curve_only: bool = True
+    ) -> bytes:
         """See :func:`mask_and_truncate`."""
         parts = self._parts(len(points) // POINT_BYTES)
         return self._map(
             mask_and_truncate,
-            [(scalar, points[a * POINT_BYTES : b * POINT_BYTES], width) for a, b in parts],
+            [
+                (scalar, points[a * POINT_BYTES : b * POINT_BYTES], width, curve_only)
+                for a, b in parts
+            ],
         )
 
     def close(self) -> None:

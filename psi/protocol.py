@@ -280,6 +280,8 @@ class PsiParty:
         self._sent_all = False
         self._state = _State()
         self._count_mode = config.reveal is Reveal.COUNT
+        # labeled PSI unblinds, which needs points on the curve itself (see pec.crypto.masking)
+        self._curve_only = config.labeled
         self._result: PsiResult | None = None
         if self._count_mode:
             self._state.records = self._build_records()
@@ -495,7 +497,7 @@ class PsiParty:
                     ]
                     # a missing key becomes a random value: indistinguishable, never matches
                     masked = self._engine.hash_and_mask(
-                        scalar, st.salt, self._slot_tag(slot), values
+                        scalar, st.salt, self._slot_tag(slot), values, self._curve_only
                     )
                     per_slot.append(_split(masked, POINT_BYTES))
                 body = b"".join(b"".join(vals) for vals in zip(*per_slot, strict=True))
@@ -521,7 +523,9 @@ class PsiParty:
                 tag = self._slot_tag(slot)
                 for index, start in enumerate(range(0, len(distinct), chunk)):
                     picked = [distinct[i] for i in order[start : start + chunk]]
-                    body = self._engine.hash_and_mask(scalar, st.salt, tag, picked)
+                    body = self._engine.hash_and_mask(
+                        scalar, st.salt, tag, picked, self._curve_only
+                    )
                     done += len(picked)
                     self._progress("mask own", done, total)
                     yield Points(
@@ -557,7 +561,9 @@ class PsiParty:
             for index, start in enumerate(range(0, len(values), chunk)):
                 picked = order[start : start + chunk]
                 prfs = _split(
-                    self._engine.hash_and_mask(scalar, st.salt, tag, [values[i] for i in picked]),
+                    self._engine.hash_and_mask(
+                        scalar, st.salt, tag, [values[i] for i in picked], curve_only=True
+                    ),
                     POINT_BYTES,
                 )
                 body = bytearray()
@@ -607,7 +613,9 @@ class PsiParty:
         if msg.width != POINT_BYTES or msg.arity != arity:
             raise UnexpectedMessage("masked values have the wrong width or arity")
         self._advance(st.peer_masked_in, msg.slot, msg.chunk, msg.count, "masked values")
-        doubled = self._engine.mask_and_truncate(self._key.raw_scalar(), msg.body, st.width)
+        doubled = self._engine.mask_and_truncate(
+            self._key.raw_scalar(), msg.body, st.width, self._curve_only
+        )
         stream = st.peer_masked_in[max(msg.slot, 0)]
         self._progress("mask peer", stream.received, stream.expected)
         learns = self.config.reveal.learns_anything(self.role)
@@ -671,7 +679,9 @@ class PsiParty:
         index = max(msg.slot, 0)
         if self.config.labeled:
             assert self._unblind is not None
-            prfs = self._engine.mask_and_truncate(self._unblind.raw_scalar(), msg.body, POINT_BYTES)
+            prfs = self._engine.mask_and_truncate(
+                self._unblind.raw_scalar(), msg.body, POINT_BYTES, True
+            )
             st.my_doubles[index].extend(_split(prfs, POINT_BYTES))
         else:
             st.my_doubles[index].extend(_split(msg.body, st.width * arity))

@@ -41,7 +41,7 @@ def test_x25519_rfc7748(vector: dict[str, str]) -> None:
     assert out.hex() == vector["out"]
 
 
-def _reference_hash_to_u(value: bytes, salt: bytes, tag: bytes) -> bytes:
+def _reference_hash_to_u(value: bytes, salt: bytes, tag: bytes, curve_only: bool = True) -> bytes:
     """The documented construction, written independently with plain Python integers."""
     a = 486662
     for counter in range(256):
@@ -49,7 +49,8 @@ def _reference_hash_to_u(value: bytes, salt: bytes, tag: bytes) -> bytes:
         digest = hashlib.blake2b(data, digest_size=32, key=salt, person=b"pec/h2u/v1").digest()
         u = int.from_bytes(digest, "little") & ((1 << 255) - 1)
         rhs = (u**3 + a * u * u + u) % FIELD_PRIME
-        if u < FIELD_PRIME and u > 1 and pow(rhs, (FIELD_PRIME - 1) // 2, FIELD_PRIME) == 1:
+        on_curve = pow(rhs, (FIELD_PRIME - 1) // 2, FIELD_PRIME) == 1
+        if u < FIELD_PRIME and u > 1 and (on_curve or not curve_only):
             return u.to_bytes(32, "little")
     raise AssertionError("unreachable")
 
@@ -151,6 +152,12 @@ def test_twist_points_are_rejected() -> None:
     assert not is_valid_point(twist)
     with pytest.raises(InvalidPoint, match="point 1 "):
         MaskingKey.generate().mask_many(hash_to_u(b"ok", SALT, b"t") + twist)
+    # plain ECDH-PSI accepts the twist: X25519 is twist-secure, and masking still commutes
+    assert is_valid_point(twist, curve_only=False)
+    a, b = MaskingKey.generate(), MaskingKey.generate()
+    ab = mask_points(b.raw_scalar(), mask_points(a.raw_scalar(), twist, curve_only=False))
+    ba = mask_points(a.raw_scalar(), mask_points(b.raw_scalar(), twist, curve_only=False))
+    assert ab == ba
 
 
 def test_malformed_key_material_is_refused() -> None:
