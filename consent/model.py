@@ -1,0 +1,588 @@
+"""The consent domain: vocabularies, the event record, its validation and its canonical bytes.
+
+Vocabularies follow the W3C Data Privacy Vocabulary (DPV) where it has a term (states given,
+refused, withdrawn, expired, invalidated; legal bases) and add what PIPL needs (separate consent
+per recipient, sensitive categories that need explicit consent). Subjects appear only as a keyed
+hash (:class:`SubjectKeyer`); a raw identifier is read once, at the boundary, and never stored,
+logged or echoed in an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, time
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from consent.errors import ConsentInputError
+
+SCHEMA_VERSION = 1
+_E = TypeVar("_E", bound=StrEnum)
+
+
+class Action(StrEnum):
+    """What an event does (the event types of the ledger)."""
+
+    GRANT = "grant"
+    REFUSE = "refuse"
+    WITHDRAW = "withdraw"
+    RENEW = "renew"
+    EXPIRE = "expire"
+    INVALIDATE = "invalidate"
+    PREFERENCE = "preference"
+
+
+class ConsentState(StrEnum):
+    """DPV consent states a (subject, purpose, recipient) record can be in."""
+
+    GIVEN = "given"
+    REFUSED = "refused"
+    WITHDRAWN = "withdrawn"
+    EXPIRED = "expired"
+    INVALIDATED = "invalidated"
+
+
+STATE_AFTER: dict[Action, ConsentState] = {
+    Action.GRANT: ConsentState.GIVEN,
+    Action.RENEW: ConsentState.GIVEN,
+    Action.REFUSE: ConsentState.REFUSED,
+    Action.WITHDRAW: ConsentState.WITHDRAWN,
+    Action.EXPIRE: ConsentState.EXPIRED,
+    Action.INVALIDATE: ConsentState.INVALIDATED,
+}
+
+#: Purpose taxonomy (dotted: domain.purpose). ``docs/consent.md`` maps each to DPV.
+PURPOSES: frozenset[str] = frozenset(
+    {
+        "marketing.lead_scoring",
+        "marketing.lookalike",
+        "marketing.enrichment",
+        "marketing.retargeting",
+        "marketing.contact",
+        "analytics.aggregate",
+        "analytics.overlap",
+        "third_party.matching",
+    }
+)
+
+#: Data categories. Those in :data:`SENSITIVE_CATEGORIES` are PIPL Art. 28 sensitive personal
+#: information and need explicit, separate consent.
+DATA_CATEGORIES: frozenset[str] = frozenset(
+    {
+        "identifier.phone",
+        "identifier.email",
+        "identifier.device_id",
+        "identifier.customer_id",
+        "contact",
+        "demographic",
+        "behavior.app_usage",
+        "behavior.web",
+        "transaction.purchase",
+        "transaction.vehicle",
+        "insurance",
+        "income_level",
+        "interests",
+        "location.coarse",
+        "location.precise",
+        "health",
+        "financial_account",
+        "biometric",
+        "religion",
+        "specific_identity",
+        "minor",
+    }
+)
+SENSITIVE_CATEGORIES: frozenset[str] = frozenset(
+    {
+        "location.precise",
+        "health",
+        "financial_account",
+        "biometric",
+        "religion",
+        "specific_identity",
+        "minor",
+    }
+)
+
+
+class LegalBasis(StrEnum):
+    """Legal bases (DPV / GDPR Art. 6 / PIPL Art. 13)."""
+
+    CONSENT = "consent"
+    CONTRACT = "contract"
+    LEGAL_OBLIGATION = "legal_obligation"
+    VITAL_INTEREST = "vital_interest"
+    PUBLIC_INTEREST = "public_interest"
+    LEGITIMATE_INTEREST = "legitimate_interest"
+    PUBLICLY_AVAILABLE = "publicly_available"
+
+
+class CollectionMethod(StrEnum):
+    """How the event was collected."""
+
+    WEB_FORM = "web_form"
+    APP = "app"
+    WECHAT = "wechat"
+    SMS = "sms"
+    EMAIL = "email"
+    PHONE = "phone"
+    PAPER = "paper"
+    IN_STORE = "in_store"
+    API = "api"
+    SYSTEM = "system"
+
+
+class Channel(StrEnum):
+    """Contact channels a preference can govern."""
+
+    SMS = "sms"
+    EMAIL = "email"
+    WECHAT = "wechat"
+    APP_PUSH = "app_push"
+    PHONE_CALL = "phone_call"
+
+
+#: Columns of an import file (CSV header or JSONL keys). Those marked required must be present.
+REQUIRED_CONSENT_FIELDS = (
+    "event_id",
+    "subject_id",
+    "action",
+    "purpose",
+    "recipient",
+    "data_categories",
+    "legal_basis",
+    "notice_id",
+    "notice_version",
+    "method",
+    "occurred_at",
+    "jurisdiction",
+)
+OPTIONAL_FIELDS = (
+    "valid_until",
+    "explicit",
+    "notice_language",
+    "notice_hash",
+    "channel",
+    "allowed",
+    "topics",
+    "hours",
+    "timezone",
+    "max_per_day",
+    "max_per_week",
+)
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
+_JURISDICTION = re.compile(r"^(?:[A-Z]{2}(?:-[A-Z0-9]{1,3})?|EU)$")
+_TOPIC = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]|24):([0-5]\d)$")
+_TRUE = {"true", "1", "yes", "y"}
+_FALSE = {"false", "0", "no", "n", ""}
+
+
+class SubjectKeyer:
+    """Turns a raw subject identifier into the keyed hash the ledger stores.
+
+    ``HMAC-SHA256(node subject key, "pec-subject-v1" || 0x00 || identifier)`` as 64 hex digits.
+    Without the node's key nobody can test a guessed identifier against the ledger.
+    """
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 32:
+            raise ValueError("the subject key must be at least 32 bytes")
+        self._key = key
+
+    def __repr__(self) -> str:
+        return "SubjectKeyer(<hidden>)"
+
+    def key_of(self, subject_id: str) -> str:
+        """Return the subject key of a raw identifier (surrounding spaces ignored).
+
+        Raises:
+            ConsentInputError: the identifier is empty or too long.
+        """
+        ident = subject_id.strip()
+        if not ident or len(ident) > 512:
+            raise ConsentInputError(
+                "must be a non-empty identifier of at most 512 characters", field="subject_id"
+            )
+        return hmac.new(
+            self._key, b"pec-subject-v1\x00" + ident.encode("utf-8"), hashlib.sha256
+        ).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Preference:
+    """A contact preference carried by a ``preference`` event."""
+
+    channel: Channel
+    allowed: bool
+    topics: tuple[str, ...] = ()
+    hours: str | None = None
+    timezone: str = "UTC"
+    max_per_day: int | None = None
+    max_per_week: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form (also part of the leaf bytes)."""
+        return {
+            "channel": self.channel.value,
+            "allowed": self.allowed,
+            "topics": list(self.topics),
+            "hours": self.hours,
+            "timezone": self.timezone,
+            "max_per_day": self.max_per_day,
+            "max_per_week": self.max_per_week,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentEvent:
+    """One validated ledger event. ``subject_key`` is the keyed hash, never the raw identifier."""
+
+    event_id: str
+    subject_key: str
+    action: Action
+    purpose: str
+    recipient: str
+    data_categories: tuple[str, ...]
+    legal_basis: LegalBasis
+    notice_id: str
+    notice_version: str
+    method: CollectionMethod
+    occurred_at: datetime
+    jurisdiction: str
+    valid_until: datetime | None = None
+    explicit: bool = False
+    notice_language: str | None = None
+    notice_hash: str | None = None
+    preference: Preference | None = None
+
+    @property
+    def sensitive(self) -> bool:
+        """Whether the event covers sensitive personal information."""
+        return any(c in SENSITIVE_CATEGORIES for c in self.data_categories)
+
+    def content(self) -> dict[str, Any]:
+        """Return the event's content as a JSON-ready dict (without ledger position)."""
+        return {
+            "v": SCHEMA_VERSION,
+            "event_id": self.event_id,
+            "subject_key": self.subject_key,
+            "action": self.action.value,
+            "purpose": self.purpose,
+            "recipient": self.recipient,
+            "data_categories": list(self.data_categories),
+            "legal_basis": self.legal_basis.value,
+            "notice_id": self.notice_id,
+            "notice_version": self.notice_version,
+            "notice_language": self.notice_language,
+            "notice_hash": self.notice_hash,
+            "method": self.method.value,
+            "occurred_at": format_time(self.occurred_at),
+            "valid_until": format_time(self.valid_until) if self.valid_until else None,
+            "jurisdiction": self.jurisdiction,
+            "explicit": self.explicit,
+            "preference": self.preference.to_dict() if self.preference else None,
+        }
+
+    def content_hash(self) -> bytes:
+        """Return SHA-256 of the canonical content: two imports of one event compare equal."""
+        return hashlib.sha256(canonical_json(self.content())).digest()
+
+    @classmethod
+    def from_content(cls, content: Mapping[str, Any]) -> ConsentEvent:
+        """Rebuild an event from :meth:`content` output (as stored in the ledger)."""
+        pref = content.get("preference")
+        return cls(
+            event_id=content["event_id"],
+            subject_key=content["subject_key"],
+            action=Action(content["action"]),
+            purpose=content["purpose"],
+            recipient=content["recipient"],
+            data_categories=tuple(content["data_categories"]),
+            legal_basis=LegalBasis(content["legal_basis"]),
+            notice_id=content["notice_id"],
+            notice_version=content["notice_version"],
+            notice_language=content.get("notice_language"),
+            notice_hash=content.get("notice_hash"),
+            method=CollectionMethod(content["method"]),
+            occurred_at=parse_time(content["occurred_at"], "occurred_at"),
+            valid_until=(
+                parse_time(content["valid_until"], "valid_until")
+                if content.get("valid_until")
+                else None
+            ),
+            jurisdiction=content["jurisdiction"],
+            explicit=bool(content.get("explicit", False)),
+            preference=(
+                Preference(
+                    channel=Channel(pref["channel"]),
+                    allowed=bool(pref["allowed"]),
+                    topics=tuple(pref.get("topics") or ()),
+                    hours=pref.get("hours"),
+                    timezone=pref.get("timezone") or "UTC",
+                    max_per_day=pref.get("max_per_day"),
+                    max_per_week=pref.get("max_per_week"),
+                )
+                if pref
+                else None
+            ),
+        )
+
+
+def canonical_json(value: Any) -> bytes:
+    """Serialize deterministically: sorted keys, no spaces, UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
+
+
+def format_time(value: datetime) -> str:
+    """Format an aware datetime as UTC ISO 8601 with microseconds and ``Z``."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def to_micros(value: datetime) -> int:
+    """Return microseconds since the Unix epoch of an aware datetime."""
+    delta = value.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(value: int) -> datetime:
+    """Inverse of :func:`to_micros`."""
+    from datetime import timedelta
+
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=value)
+
+
+def parse_time(value: Any, field: str) -> datetime:
+    """Parse an ISO 8601 timestamp that carries a UTC offset; return it in UTC.
+
+    Raises:
+        ConsentInputError: the value is not ISO 8601 or has no offset.
+    """
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        text = str(value).strip()
+        if not text:
+            raise ConsentInputError("is required", field=field)
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise ConsentInputError("is not an ISO 8601 timestamp", field=field) from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise ConsentInputError("needs a UTC offset (for example 'Z' or '+08:00')", field=field)
+    return parsed.astimezone(UTC)
+
+
+def _text(row: Mapping[str, Any], field: str, *, required: bool = True) -> str:
+    raw = row.get(field)
+    text = "" if raw is None else str(raw).strip()
+    if required and not text:
+        raise ConsentInputError("is required", field=field)
+    return text
+
+
+def _identifier(row: Mapping[str, Any], field: str, *, required: bool = True) -> str:
+    text = _text(row, field, required=required)
+    if text and not _ID.match(text):
+        raise ConsentInputError(
+            "must be 1-128 characters of letters, digits and . _ : @ / -", field=field
+        )
+    return text
+
+
+def _choice(row: Mapping[str, Any], field: str, enum: type[_E]) -> _E:
+    text = _text(row, field).lower()
+    try:
+        return enum(text)
+    except ValueError:
+        allowed = ", ".join(e.value for e in enum)
+        raise ConsentInputError(f"must be one of: {allowed}", field=field) from None
+
+
+def _bool(row: Mapping[str, Any], field: str, default: bool) -> bool:
+    raw = row.get(field)
+    if raw is None:
+        return default
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text == "":
+        return default
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConsentInputError("must be true or false", field=field)
+
+
+def _list(row: Mapping[str, Any], field: str) -> list[str]:
+    raw = row.get(field)
+    if raw is None:
+        return []
+    if isinstance(raw, list | tuple):
+        items = [str(x).strip() for x in raw]
+    else:
+        items = [part.strip() for part in str(raw).split(";")]
+    return [x for x in items if x]
+
+
+def _optional_int(row: Mapping[str, Any], field: str) -> int | None:
+    raw = row.get(field)
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    if isinstance(raw, bool):
+        raise ConsentInputError("must be a whole number", field=field)
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise ConsentInputError("must be a whole number", field=field) from None
+    if not 0 <= value <= 10_000:
+        raise ConsentInputError("must be between 0 and 10000", field=field)
+    return value
+
+
+def parse_hours(text: str) -> tuple[time, time]:
+    """Parse ``HH:MM-HH:MM`` (end exclusive; ``24:00`` allowed as end).
+
+    Raises:
+        ConsentInputError: malformed.
+    """
+    m = _HOURS.match(text)
+    if not m:
+        raise ConsentInputError("must look like 09:00-21:00", field="hours")
+    start = time(int(m.group(1)), int(m.group(2)))
+    end_h, end_m = int(m.group(3)), int(m.group(4))
+    if end_h == 24 and end_m != 0:
+        raise ConsentInputError("must look like 09:00-21:00", field="hours")
+    end = time.max if end_h == 24 else time(end_h, end_m)
+    return start, end
+
+
+def parse_event(row: Mapping[str, Any], keyer: SubjectKeyer) -> ConsentEvent:
+    """Validate one input row (CSV dict or JSON object) and return the event.
+
+    Raises:
+        ConsentInputError: naming the first bad field; the caller adds row and file.
+    """
+    event_id = _identifier(row, "event_id")
+    subject_raw = row.get("subject_id")
+    if subject_raw is None or not str(subject_raw).strip():
+        raise ConsentInputError("is required", field="subject_id")
+    subject_key = keyer.key_of(str(subject_raw))
+    action = _choice(row, "action", Action)
+    occurred_at = parse_time(row.get("occurred_at", ""), "occurred_at")
+    valid_until_text = _text(row, "valid_until", required=False)
+    valid_until = parse_time(valid_until_text, "valid_until") if valid_until_text else None
+    if valid_until is not None and valid_until <= occurred_at:
+        raise ConsentInputError("must be later than occurred_at", field="valid_until")
+    jurisdiction = _text(row, "jurisdiction").upper()
+    if not _JURISDICTION.match(jurisdiction):
+        raise ConsentInputError(
+            "must be an ISO 3166 code such as CN, CN-31 or EU", field="jurisdiction"
+        )
+    legal_basis = _choice(row, "legal_basis", LegalBasis)
+    method = _choice(row, "method", CollectionMethod)
+    notice_id = _identifier(row, "notice_id")
+    notice_version = _identifier(row, "notice_version")
+    notice_language = _text(row, "notice_language", required=False) or None
+    if notice_language is not None and not re.match(
+        r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", notice_language
+    ):
+        raise ConsentInputError("must be a BCP 47 tag such as zh-CN", field="notice_language")
+    notice_hash = _text(row, "notice_hash", required=False).lower() or None
+    if notice_hash is not None and not re.match(r"^[0-9a-f]{64}$", notice_hash):
+        raise ConsentInputError("must be a SHA-256 digest in hex", field="notice_hash")
+    explicit = _bool(row, "explicit", default=False)
+    recipient = _identifier(row, "recipient", required=False)
+    categories = _list(row, "data_categories")
+    for cat in categories:
+        if cat not in DATA_CATEGORIES:
+            raise ConsentInputError(
+                "holds a category outside the taxonomy", field="data_categories"
+            )
+    if len(set(categories)) != len(categories):
+        raise ConsentInputError("lists a category twice", field="data_categories")
+    categories.sort()
+
+    purpose = _text(row, "purpose", required=action is not Action.PREFERENCE)
+    preference: Preference | None = None
+    if action is Action.PREFERENCE:
+        if purpose:
+            raise ConsentInputError("must be empty for a preference event", field="purpose")
+        preference = _parse_preference(row)
+    else:
+        if purpose not in PURPOSES:
+            raise ConsentInputError("is not in the purpose taxonomy", field="purpose")
+        if action in (Action.GRANT, Action.RENEW):
+            if not categories:
+                raise ConsentInputError(
+                    "needs at least one category for a grant", field="data_categories"
+                )
+            if any(c in SENSITIVE_CATEGORIES for c in categories) and not explicit:
+                raise ConsentInputError(
+                    "covers sensitive personal information, which needs explicit=true "
+                    "(separate, explicit consent)",
+                    field="explicit",
+                )
+            if legal_basis is not LegalBasis.CONSENT and recipient:
+                raise ConsentInputError(
+                    "must be 'consent' when data goes to a third party (PIPL Art. 23)",
+                    field="legal_basis",
+                )
+    return ConsentEvent(
+        event_id=event_id,
+        subject_key=subject_key,
+        action=action,
+        purpose=purpose,
+        recipient=recipient,
+        data_categories=tuple(categories),
+        legal_basis=legal_basis,
+        notice_id=notice_id,
+        notice_version=notice_version,
+        notice_language=notice_language,
+        notice_hash=notice_hash,
+        method=method,
+        occurred_at=occurred_at,
+        valid_until=valid_until,
+        jurisdiction=jurisdiction,
+        explicit=explicit,
+        preference=preference,
+    )
+
+
+def _parse_preference(row: Mapping[str, Any]) -> Preference:
+    channel = _choice(row, "channel", Channel)
+    allowed = _bool(row, "allowed", default=True)
+    topics = _list(row, "topics")
+    for topic in topics:
+        if not _TOPIC.match(topic):
+            raise ConsentInputError("holds a malformed topic", field="topics")
+    hours = _text(row, "hours", required=False) or None
+    if hours is not None:
+        parse_hours(hours)
+    tz = _text(row, "timezone", required=False) or "UTC"
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(tz)
+    except (KeyError, ValueError, OSError):
+        raise ConsentInputError("is not an IANA time zone", field="timezone") from None
+    return Preference(
+        channel=channel,
+        allowed=allowed,
+        topics=tuple(sorted(set(topics))),
+        hours=hours,
+        timezone=tz,
+        max_per_day=_optional_int(row, "max_per_day"),
+        max_per_week=_optional_int(row, "max_per_week"),
+    )

@@ -1,0 +1,699 @@
+"""Where the ledger lives: SQLAlchemy engines, Alembic migration, and :class:`SqlLedgerStore`.
+
+SQLite is the embedded default, PostgreSQL the production database. The store keeps entries,
+Merkle nodes, tree heads and projections.
+
+Appends are serialized: a writer takes ``BEGIN IMMEDIATE`` on SQLite and ``SELECT … FOR UPDATE``
+on the single ``consent_ledger`` row on PostgreSQL, so two processes appending at once produce one
+log. Reads page through the log by position and never hold the whole ledger in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import (
+    URL,
+    Connection,
+    Engine,
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import NullPool
+
+from consent.errors import ConsentError, ConsentInputError, DuplicateEventError
+from consent.keys import LedgerKeys
+from consent.merkle import EMPTY_ROOT, Frontier, leaf_hash
+from consent.model import (
+    STATE_AFTER,
+    Action,
+    ConsentEvent,
+    canonical_json,
+    format_time,
+    from_micros,
+    to_micros,
+)
+from consent.tables import contacts, entries, ledger, nodes, preferences, state, tree_heads
+from consent.tree_head import SignedTreeHead
+
+DEFAULT_DB_NAME = "consent.sqlite3"
+_CHUNK = 2_000
+
+
+def default_url(home: Path) -> str:
+    """Return the default ledger URL: a SQLite file in the node home."""
+    return f"sqlite:///{(home / DEFAULT_DB_NAME).resolve()}"
+
+
+def normalize_url(url: str) -> URL:
+    """Parse a SQLAlchemy URL, choosing psycopg 3 for plain ``postgresql://`` URLs.
+
+    Raises:
+        ConsentInputError: the URL cannot be parsed or names an unsupported database.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConsentInputError("is not a SQLAlchemy database URL", field="db") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConsentInputError("must be a sqlite:// or postgresql:// URL", field="db")
+    return parsed
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine for the ledger with the settings appends rely on.
+
+    SQLite: WAL journal, ``synchronous=NORMAL`` (durable across process crashes), a 60 s busy
+    timeout, and ``BEGIN IMMEDIATE`` for writers. PostgreSQL: psycopg 3, pre-ping.
+    """
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"timeout": 60}, poolclass=NullPool)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            mode = "IMMEDIATE" if conn.get_execution_options().get("pec_write") else "DEFERRED"
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+    return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision (idempotent, safe to race)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    here = Path(__file__).parent / "migrations"
+    cfg.set_main_option("script_location", str(here))
+    cfg.set_main_option("path_separator", "os")
+    cfg.set_main_option("version_locations", str(here / "versions"))
+    with engine.connect().execution_options(pec_write=True) as conn, conn.begin():
+        if conn.dialect.name == "postgresql":
+            # Two processes creating the schema at once would collide on CREATE TABLE.
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(275604911)")
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What an append did: entries added, duplicates skipped, and the new signed tree head."""
+
+    appended: int
+    skipped: int
+    tree_head: SignedTreeHead | None
+    first_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """One ledger entry as stored."""
+
+    seq: int
+    payload: str
+    content_hash: bytes
+    columns: dict[str, Any]
+
+    def leaf_data(self) -> bytes:
+        """The bytes hashed into the Merkle leaf."""
+        return self.payload.encode("utf-8")
+
+
+class LedgerStore(Protocol):
+    """The storage a :class:`consent.ledger.ConsentLedger` needs."""
+
+    def append(
+        self,
+        items: Iterable[tuple[int, ConsentEvent]],
+        keys: LedgerKeys,
+        now: Callable[[], datetime],
+        *,
+        source: str,
+    ) -> AppendResult:
+        """Append events atomically; skip exact duplicates; sign a tree head."""
+        ...
+
+    def size(self) -> int:
+        """Number of entries."""
+        ...
+
+
+def leaf_payload(seq: int, recorded_at: datetime, ev: ConsentEvent) -> str:
+    """Return the leaf data of an entry: canonical JSON of position, time and event content."""
+    body = {"seq": seq, "recorded_at": format_time(recorded_at), "event": ev.content()}
+    return canonical_json(body).decode("utf-8")
+
+
+def _entry_row(seq: int, payload: str, ev: ConsentEvent, chash: bytes) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "event_id": ev.event_id,
+        "content_hash": chash,
+        "payload": payload,
+        "subject_key": ev.subject_key,
+        "action": ev.action.value,
+        "purpose": ev.purpose,
+        "recipient": ev.recipient,
+        "categories": ";".join(ev.data_categories),
+        "occurred_us": to_micros(ev.occurred_at),
+        "valid_until_us": to_micros(ev.valid_until) if ev.valid_until else None,
+        "explicit": ev.explicit,
+    }
+
+
+class SqlLedgerStore:
+    """Ledger storage on a SQLAlchemy engine (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._writer = engine.execution_options(pec_write=True)
+
+    @classmethod
+    def open(cls, url: str, *, create: bool = True) -> SqlLedgerStore:
+        """Open (and by default migrate) the ledger at ``url``."""
+        engine = make_engine(url)
+        if create:
+            migrate(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        """Release the engine's connections."""
+        self.engine.dispose()
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def append(
+        self,
+        items: Iterable[tuple[int, ConsentEvent]],
+        keys: LedgerKeys,
+        now: Callable[[], datetime],
+        *,
+        source: str,
+    ) -> AppendResult:
+        """Append events in one transaction; all or nothing.
+
+        ``items`` yields ``(row, event)``; an exception raised while iterating (for example a
+        :class:`ConsentInputError` for a bad row) rolls the whole append back. An event whose
+        ``event_id`` is already recorded with the same content is skipped; with other content it
+        is an error.
+
+        Raises:
+            DuplicateEventError: an ``event_id`` reused with different content.
+        """
+        appended = skipped = 0
+        first_seq: int | None = None
+        head: SignedTreeHead | None = None
+        with self._writer.begin() as conn:
+            size = conn.execute(
+                select(ledger.c.size).where(ledger.c.id == 1).with_for_update()
+            ).scalar_one()
+            frontier = Frontier.from_perfect(size, lambda lv, ix: self._perfect(conn, lv, ix))
+            recorded_at = now()
+            batch: list[tuple[int, ConsentEvent]] = []
+            for item in items:
+                batch.append(item)
+                if len(batch) >= _CHUNK:
+                    a, s = self._append_chunk(conn, batch, frontier, recorded_at, source)
+                    appended, skipped = appended + a, skipped + s
+                    batch = []
+            if batch:
+                a, s = self._append_chunk(conn, batch, frontier, recorded_at, source)
+                appended, skipped = appended + a, skipped + s
+            if appended:
+                first_seq = size
+                head = SignedTreeHead.sign(frontier.size, frontier.root(), now(), keys)
+                conn.execute(
+                    insert(tree_heads).values(
+                        tree_size=head.tree_size,
+                        root_hash=head.root_hash,
+                        issued_us=to_micros(head.timestamp),
+                        key_id=head.key_id,
+                        signature=head.signature,
+                    )
+                )
+                conn.execute(update(ledger).where(ledger.c.id == 1).values(size=frontier.size))
+        return AppendResult(appended, skipped, head, first_seq)
+
+    def _append_chunk(
+        self,
+        conn: Connection,
+        batch: list[tuple[int, ConsentEvent]],
+        frontier: Frontier,
+        recorded_at: datetime,
+        source: str,
+    ) -> tuple[int, int]:
+        ids = list({ev.event_id for _, ev in batch})
+        known: dict[str, bytes] = {}
+        for start in range(0, len(ids), 500):
+            rows = conn.execute(
+                select(entries.c.event_id, entries.c.content_hash).where(
+                    entries.c.event_id.in_(ids[start : start + 500])
+                )
+            )
+            known.update({r.event_id: bytes(r.content_hash) for r in rows})
+        entry_rows: list[dict[str, Any]] = []
+        node_rows: list[dict[str, Any]] = []
+        fresh: list[tuple[int, ConsentEvent]] = []
+        skipped = 0
+        for row, ev in batch:
+            chash = ev.content_hash()
+            seen = known.get(ev.event_id)
+            if seen is not None:
+                if seen != chash:
+                    raise DuplicateEventError(
+                        "event_id is already recorded with different content",
+                        field="event_id",
+                        row=row,
+                        source=source,
+                    )
+                skipped += 1
+                continue
+            known[ev.event_id] = chash
+            seq = frontier.size
+            payload = leaf_payload(seq, recorded_at, ev)
+            leaf = leaf_hash(payload.encode("utf-8"))
+            entry_rows.append(_entry_row(seq, payload, ev, chash))
+            node_rows.append({"level": 0, "idx": seq, "last_leaf": seq, "hash": leaf})
+            for node in frontier.append(leaf):
+                node_rows.append(
+                    {
+                        "level": node.level,
+                        "idx": node.index,
+                        "last_leaf": ((node.index + 1) << node.level) - 1,
+                        "hash": node.hash,
+                    }
+                )
+            fresh.append((seq, ev))
+        if entry_rows:
+            conn.execute(insert(entries), entry_rows)
+            conn.execute(insert(nodes), node_rows)
+            self._project(conn, fresh)
+        return len(entry_rows), skipped
+
+    def _project(self, conn: Connection, fresh: list[tuple[int, ConsentEvent]]) -> None:
+        """Fold new events into the projections; newest (occurred_at, seq) wins."""
+        latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+        prefs: dict[tuple[str, str], dict[str, Any]] = {}
+        for seq, ev in fresh:
+            occurred = to_micros(ev.occurred_at)
+            if ev.action is Action.PREFERENCE:
+                assert ev.preference is not None
+                p = ev.preference
+                pkey = (ev.subject_key, p.channel.value)
+                cur = prefs.get(pkey)
+                if cur is None or (cur["occurred_us"], cur["seq"]) < (occurred, seq):
+                    prefs[pkey] = {
+                        "subject_key": ev.subject_key,
+                        "channel": p.channel.value,
+                        "allowed": p.allowed,
+                        "topics": ";".join(p.topics),
+                        "hours": p.hours,
+                        "timezone": p.timezone,
+                        "max_per_day": p.max_per_day,
+                        "max_per_week": p.max_per_week,
+                        "occurred_us": occurred,
+                        "seq": seq,
+                    }
+                continue
+            key = (ev.subject_key, ev.purpose, ev.recipient)
+            cur_s = latest.get(key)
+            if cur_s is None or (cur_s["occurred_us"], cur_s["seq"]) < (occurred, seq):
+                latest[key] = {
+                    "subject_key": ev.subject_key,
+                    "purpose": ev.purpose,
+                    "recipient": ev.recipient,
+                    "state": STATE_AFTER[ev.action].value,
+                    "categories": ";".join(ev.data_categories),
+                    "valid_until_us": to_micros(ev.valid_until) if ev.valid_until else None,
+                    "explicit": ev.explicit,
+                    "legal_basis": ev.legal_basis.value,
+                    "occurred_us": occurred,
+                    "seq": seq,
+                }
+        self._upsert(conn, state, ["subject_key", "purpose", "recipient"], list(latest.values()))
+        self._upsert(conn, preferences, ["subject_key", "channel"], list(prefs.values()))
+
+    def _upsert(
+        self, conn: Connection, table: Any, keys: list[str], rows: list[dict[str, Any]]
+    ) -> None:
+        if not rows:
+            return
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        stmt: Any = (
+            postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+        )
+        newer = or_(
+            table.c.occurred_us < stmt.excluded.occurred_us,
+            and_(
+                table.c.occurred_us == stmt.excluded.occurred_us,
+                table.c.seq < stmt.excluded.seq,
+            ),
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=keys,
+            set_={c.name: stmt.excluded[c.name] for c in table.c if c.name not in keys},
+            where=newer,
+        )
+        conn.execute(stmt, rows)
+
+    def rebuild_projections(self) -> int:
+        """Drop and rebuild the projections from the log; return the entries replayed."""
+        replayed = 0
+        with self._writer.begin() as conn:
+            size = conn.execute(
+                select(ledger.c.size).where(ledger.c.id == 1).with_for_update()
+            ).scalar_one()
+            conn.execute(delete(state))
+            conn.execute(delete(preferences))
+            start = 0
+            while start < size:
+                rows = conn.execute(
+                    select(entries.c.seq, entries.c.payload)
+                    .where(entries.c.seq >= start, entries.c.seq < min(size, start + 10_000))
+                    .order_by(entries.c.seq)
+                ).all()
+                fresh = [
+                    (r.seq, ConsentEvent.from_content(json.loads(r.payload)["event"])) for r in rows
+                ]
+                self._project(conn, fresh)
+                replayed += len(fresh)
+                start += 10_000
+        return replayed
+
+    def record_contact(self, subject_key: str, channel: str, topic: str, at: datetime) -> None:
+        """Record that a subject was contacted (feeds frequency caps)."""
+        with self._writer.begin() as conn:
+            conn.execute(
+                insert(contacts).values(
+                    subject_key=subject_key,
+                    channel=channel,
+                    topic=topic,
+                    contacted_us=to_micros(at),
+                )
+            )
+
+    # -- reading -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _perfect(conn: Connection, level: int, idx: int) -> bytes:
+        value = conn.execute(
+            select(nodes.c.hash).where(nodes.c.level == level, nodes.c.idx == idx)
+        ).scalar_one_or_none()
+        if value is None:
+            raise ConsentError(f"Merkle node ({level}, {idx}) is missing from storage")
+        return bytes(value)
+
+    def perfect(self, level: int, idx: int) -> bytes:
+        """Return a stored complete-subtree hash (level 0: a leaf hash)."""
+        with self.engine.connect() as conn:
+            return self._perfect(conn, level, idx)
+
+    def perfect_reader(self, conn: Connection) -> Callable[[int, int], bytes]:
+        """Return a :data:`consent.merkle.PerfectSubtree` bound to an open connection."""
+        return lambda level, idx: self._perfect(conn, level, idx)
+
+    def size(self) -> int:
+        """Number of entries recorded (as the ledger row says)."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(ledger.c.size).where(ledger.c.id == 1)).scalar_one())
+
+    def count_entries(self) -> int:
+        """Number of entry rows actually present."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(entries)).scalar_one())
+
+    @staticmethod
+    def _head(row: Any) -> SignedTreeHead:
+        return SignedTreeHead(
+            tree_size=int(row.tree_size),
+            root_hash=bytes(row.root_hash),
+            timestamp=from_micros(int(row.issued_us)),
+            key_id=str(row.key_id),
+            signature=bytes(row.signature),
+        )
+
+    def latest_tree_head(self) -> SignedTreeHead | None:
+        """The signed tree head of the largest size, or ``None`` for an empty ledger."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(tree_heads).order_by(tree_heads.c.tree_size.desc()).limit(1)
+            ).first()
+        return self._head(row) if row is not None else None
+
+    def tree_head(self, tree_size: int) -> SignedTreeHead | None:
+        """The signed tree head of exactly ``tree_size`` entries, if one was issued."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(tree_heads).where(tree_heads.c.tree_size == tree_size)
+            ).first()
+        return self._head(row) if row is not None else None
+
+    def iter_tree_heads(self) -> Iterator[SignedTreeHead]:
+        """All signed tree heads by increasing size, paged."""
+        last = -1
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(tree_heads)
+                    .where(tree_heads.c.tree_size > last)
+                    .order_by(tree_heads.c.tree_size)
+                    .limit(5_000)
+                ).all()
+            if not rows:
+                return
+            for row in rows:
+                yield self._head(row)
+            last = int(rows[-1].tree_size)
+
+    def iter_entries(
+        self, start: int = 0, end: int | None = None, page: int = 20_000
+    ) -> Iterator[StoredEntry]:
+        """Entries with ``start <= seq < end`` in order, read a page at a time."""
+        cursor = start
+        while end is None or cursor < end:
+            cond = [entries.c.seq >= cursor]
+            if end is not None:
+                cond.append(entries.c.seq < end)
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(entries).where(*cond).order_by(entries.c.seq).limit(page)
+                ).all()
+            if not rows:
+                return
+            for r in rows:
+                cols = dict(r._mapping)
+                yield StoredEntry(
+                    seq=int(r.seq),
+                    payload=str(r.payload),
+                    content_hash=bytes(r.content_hash),
+                    columns=cols,
+                )
+            cursor = int(rows[-1].seq) + 1
+
+    def nodes_ending_in(self, start: int, end: int) -> dict[tuple[int, int], bytes]:
+        """Stored nodes whose last leaf lies in ``[start, end)``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(nodes.c.level, nodes.c.idx, nodes.c.hash).where(
+                    nodes.c.last_leaf >= start, nodes.c.last_leaf < end
+                )
+            )
+            return {(int(r.level), int(r.idx)): bytes(r.hash) for r in rows}
+
+    def entry(self, seq: int) -> StoredEntry | None:
+        """One entry by position."""
+        for e in self.iter_entries(seq, seq + 1, page=1):
+            return e
+        return None
+
+    def entry_by_event_id(self, event_id: str) -> StoredEntry | None:
+        """One entry by its event id."""
+        with self.engine.connect() as conn:
+            seq = conn.execute(
+                select(entries.c.seq).where(entries.c.event_id == event_id)
+            ).scalar_one_or_none()
+        return self.entry(int(seq)) if seq is not None else None
+
+    def subject_entries(self, subject_key: str, limit: int = 10_000) -> list[StoredEntry]:
+        """A subject's entries in log order (at most ``limit``)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(entries)
+                .where(entries.c.subject_key == subject_key)
+                .order_by(entries.c.seq)
+                .limit(limit)
+            ).all()
+        return [
+            StoredEntry(int(r.seq), str(r.payload), bytes(r.content_hash), dict(r._mapping))
+            for r in rows
+        ]
+
+    def state_rows(self, subject_key: str) -> list[dict[str, Any]]:
+        """A subject's current-state projection rows."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(state)
+                .where(state.c.subject_key == subject_key)
+                .order_by(state.c.purpose, state.c.recipient)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def state_row(self, subject_key: str, purpose: str, recipient: str) -> dict[str, Any] | None:
+        """The projection row of one (subject, purpose, recipient)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(state).where(
+                    state.c.subject_key == subject_key,
+                    state.c.purpose == purpose,
+                    state.c.recipient == recipient,
+                )
+            ).first()
+        return dict(row._mapping) if row is not None else None
+
+    def projection_dump(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Both projections as sorted tuples (for tests and rebuild checks)."""
+        with self.engine.connect() as conn:
+            s = [tuple(r) for r in conn.execute(select(state).order_by(*state.primary_key))]
+            p = [
+                tuple(r)
+                for r in conn.execute(select(preferences).order_by(*preferences.primary_key))
+            ]
+        return s, p
+
+    def preference_row(self, subject_key: str, channel: str) -> dict[str, Any] | None:
+        """The current preference of a subject for a channel."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(preferences).where(
+                    preferences.c.subject_key == subject_key, preferences.c.channel == channel
+                )
+            ).first()
+        return dict(row._mapping) if row is not None else None
+
+    def count_contacts(self, subject_key: str, channel: str, since: datetime) -> int:
+        """Contacts made with a subject on a channel since ``since``."""
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(contacts)
+                    .where(
+                        contacts.c.subject_key == subject_key,
+                        contacts.c.channel == channel,
+                        contacts.c.contacted_us >= to_micros(since),
+                    )
+                ).scalar_one()
+            )
+
+    def cohort_rows(
+        self, purpose: str, at_us: int, tree_size: int
+    ) -> Iterator[tuple[str, str, str, str, int | None, bool]]:
+        """Latest event per (subject, recipient) for a purpose, at a time, within a tree size.
+
+        Yields ``(subject_key, recipient, action, categories, valid_until_us, explicit)`` ordered
+        by subject key; streamed.
+        """
+        ranked = (
+            select(
+                entries.c.subject_key,
+                entries.c.recipient,
+                entries.c.action,
+                entries.c.categories,
+                entries.c.valid_until_us,
+                entries.c.explicit,
+                func.row_number()
+                .over(
+                    partition_by=(entries.c.subject_key, entries.c.recipient),
+                    order_by=(entries.c.occurred_us.desc(), entries.c.seq.desc()),
+                )
+                .label("rn"),
+            )
+            .where(
+                entries.c.purpose == purpose,
+                entries.c.seq < tree_size,
+                entries.c.occurred_us <= at_us,
+            )
+            .subquery()
+        )
+        stmt = (
+            select(
+                ranked.c.subject_key,
+                ranked.c.recipient,
+                ranked.c.action,
+                ranked.c.categories,
+                ranked.c.valid_until_us,
+                ranked.c.explicit,
+            )
+            .where(ranked.c.rn == 1)
+            .order_by(ranked.c.subject_key)
+        )
+        with self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=20_000).execute(stmt)
+            for r in result:
+                yield (
+                    str(r[0]),
+                    str(r[1]),
+                    str(r[2]),
+                    str(r[3]),
+                    None if r[4] is None else int(r[4]),
+                    bool(r[5]),
+                )
+
+    def count_subjects(self, at_us: int, tree_size: int) -> int:
+        """Distinct subjects with any entry recorded within ``tree_size`` and occurred by then."""
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count(func.distinct(entries.c.subject_key))).where(
+                        entries.c.seq < tree_size, entries.c.occurred_us <= at_us
+                    )
+                ).scalar_one()
+            )
+
+
+__all__ = [
+    "EMPTY_ROOT",
+    "AppendResult",
+    "LedgerStore",
+    "SqlLedgerStore",
+    "StoredEntry",
+    "default_url",
+    "make_engine",
+    "migrate",
+    "normalize_url",
+]

@@ -1,0 +1,26 @@
+"""Helpers shared by the consent and API tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def event(i: int | str, subject: str = "alice", **over: Any) -> dict[str, Any]:
+    """A valid grant event as an import row; override any field."""
+    row: dict[str, Any] = {
+        "event_id": f"ev-{i}",
+        "subject_id": subject,
+        "action": "grant",
+        "purpose": "marketing.lead_scoring",
+        "recipient": "",
+        "data_categories": "identifier.phone;income_level",
+        "legal_basis": "consent",
+        "notice_id": "privacy-notice",
+        "notice_version": "3",
+        "method": "app",
+        "occurred_at": "2026-01-10T09:00:00+08:00",
+        "valid_until": "",
+        "jurisdiction": "CN",
+    }
+    row.update(over)
+    return row
