@@ -1,0 +1,180 @@
+"""Raw Paillier primitives on integers.
+
+HAZARDOUS MATERIALS. You probably want :class:`pec.paillier.PaillierEngine`, which picks the
+randomness, checks keys, exponents, lengths and overflow for you. The functions here do none of
+that: they take the randomness from the caller, accept any integer, and wrap silently modulo ``n``.
+They exist for known-answer tests, for the engine's worker processes and for reviewers who want to
+read the arithmetic in one place.
+
+Conventions: the generator is ``g = n + 1``, so ``g^m = 1 + m·n (mod n²)``. An obfuscator is an
+``n``-th residue ``ρ`` modulo ``n²``; a ciphertext is ``(1 + m·n)·ρ mod n²``. Two ways to get ``ρ``:
+
+* textbook: ``ρ = r^n mod n²`` for a uniform ``r`` in ``Z*_n`` (one full exponentiation);
+* fixed base (Damgård–Jurik–Nielsen): ``ρ = h_s^a mod n²`` with the public ``h_s = h^n mod n²``
+  and a short uniform exponent ``a`` of ``⌈k/2⌉`` bits, evaluated with a precomputed
+  :class:`FixedBaseTable`. See ``docs/paillier.md`` for the security argument.
+
+This module never logs anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gmpy2
+
+Mpz = Any  # gmpy2.mpz; gmpy2 ships no usable type information
+
+
+def raw_encrypt(n: int, plaintext: int, r: int) -> Mpz:
+    """Textbook Paillier encryption ``(1 + m·n)·r^n mod n²`` with caller-supplied ``r``.
+
+    Does not check that ``r`` is a unit modulo ``n`` nor reduce ``plaintext``; negative plaintexts
+    must already be represented modulo ``n``.
+    """
+    nn = gmpy2.mpz(n)
+    nsq = nn * nn
+    return (1 + gmpy2.mpz(plaintext) * nn) % nsq * gmpy2.powmod(r, nn, nsq) % nsq
+
+
+def raw_encrypt_with_obfuscator(n: int, plaintext: int, obfuscator: int) -> Mpz:
+    """Paillier encryption ``(1 + m·n)·ρ mod n²`` with a caller-supplied obfuscator ``ρ``."""
+    nn = gmpy2.mpz(n)
+    nsq = nn * nn
+    return (1 + gmpy2.mpz(plaintext) % nn * nn) * obfuscator % nsq
+
+
+def raw_djn_obfuscator(n: int, h_s: int, a: int) -> Mpz:
+    """The fixed-base obfuscator ``h_s^a mod n²`` by plain exponentiation (reference version)."""
+    nn = gmpy2.mpz(n)
+    return gmpy2.powmod(h_s, a, nn * nn)
+
+
+def raw_add(n: int, c1: int, c2: int) -> Mpz:
+    """Homomorphic addition: the ciphertext of ``m1 + m2 mod n``."""
+    nn = gmpy2.mpz(n)
+    return gmpy2.mpz(c1) * c2 % (nn * nn)
+
+
+def raw_mul(n: int, c: int, k: int) -> Mpz:
+    """Homomorphic multiplication by a plaintext integer ``k`` (negative ``k`` allowed)."""
+    nn = gmpy2.mpz(n)
+    nsq = nn * nn
+    if k < 0:
+        return gmpy2.powmod(gmpy2.invert(c, nsq), -k, nsq)
+    return gmpy2.powmod(c, k, nsq)
+
+
+def raw_decrypt(p: int, q: int, c: int) -> Mpz:
+    """Decrypt with the factors of ``n`` by the Chinese remainder theorem; result in ``[0, n)``.
+
+    Same arithmetic as ``phe.PaillierPrivateKey.raw_decrypt`` (for ``g = n + 1``), on gmpy2
+    integers so worker processes avoid the conversion to Python ``int``.
+    """
+    mp, mq = gmpy2.mpz(p), gmpy2.mpz(q)
+    psq, qsq = mp * mp, mq * mq
+    n = mp * mq
+    hp = gmpy2.invert((gmpy2.powmod(n + 1, mp - 1, psq) - 1) // mp, mp)
+    hq = gmpy2.invert((gmpy2.powmod(n + 1, mq - 1, qsq) - 1) // mq, mq)
+    xp = (gmpy2.powmod(c, mp - 1, psq) - 1) // mp * hp % mp
+    xq = (gmpy2.powmod(c, mq - 1, qsq) - 1) // mq * hq % mq
+    u = (xq - xp) * gmpy2.invert(mp, mq) % mq
+    return xp + u * mp
+
+
+class FixedBaseTable:
+    """Precomputed powers of a fixed base for fast ``base^a mod m`` with ``a < 2^exponent_bits``.
+
+    The table holds ``base^(d·2^(w·t))`` for every window ``t`` and digit ``d < 2^w``, so one
+    exponentiation costs one modular multiplication per ``w``-bit window of the exponent and no
+    squaring (a comb without doubling). Memory: ``⌈bits/w⌉·2^w`` residues.
+    """
+
+    __slots__ = ("_rows", "exponent_bits", "modulus", "window_bits")
+
+    def __init__(self, base: int, modulus: int, exponent_bits: int, window_bits: int = 8) -> None:
+        if exponent_bits < 1 or not 1 <= window_bits <= 16:
+            raise ValueError("exponent_bits must be >= 1 and window_bits in [1, 16]")
+        m = gmpy2.mpz(modulus)
+        self.modulus = m
+        self.exponent_bits = exponent_bits
+        self.window_bits = window_bits
+        rows: list[list[Mpz]] = []
+        step = gmpy2.mpz(base) % m
+        for _ in range((exponent_bits + window_bits - 1) // window_bits):
+            row = [gmpy2.mpz(1), step]
+            for _ in range(2, 1 << window_bits):
+                row.append(row[-1] * step % m)
+            rows.append(row)
+            step = row[-1] * step % m
+        self._rows = rows
+
+    def power(self, exponent: int) -> Mpz:
+        """``base^exponent mod modulus`` for ``0 <= exponent < 2^exponent_bits``."""
+        if exponent < 0 or exponent >> self.exponent_bits:
+            raise ValueError("exponent out of the table's range")
+        w = self.window_bits
+        mask = (1 << w) - 1
+        m = self.modulus
+        acc = gmpy2.mpz(1)
+        e = int(exponent)
+        for row in self._rows:
+            d = e & mask
+            if d:
+                acc = acc * row[d] % m
+            e >>= w
+        return acc
+
+
+def multi_exponentiate(
+    bases: Sequence[Mpz], exponents: Sequence[int], modulus: int, window_bits: int
+) -> Mpz:
+    """``∏ bases[i]^exponents[i] mod modulus`` for non-negative exponents (bucket method).
+
+    Pippenger's bucket method: per ``w``-bit window, each base is multiplied into the bucket of its
+    digit, and the buckets are combined as ``∏ B_d^d`` with two running products. Cost per window:
+    one multiplication per base with a non-zero digit plus ``2·2^w``; far cheaper than one
+    exponentiation per base when the exponents are short fixed-point integers.
+    """
+    m = gmpy2.mpz(modulus)
+    top = max(exponents, default=0)
+    if top < 0 or min(exponents, default=0) < 0:
+        raise ValueError("exponents must be non-negative")
+    w = window_bits
+    mask = (1 << w) - 1
+    windows = max(1, (int(top).bit_length() + w - 1) // w)
+    one = gmpy2.mpz(1)
+    result = one
+    for t in reversed(range(windows)):
+        if result != 1:
+            result = gmpy2.powmod(result, 1 << w, m)
+        shift = t * w
+        buckets: list[Mpz] = [one] * (mask + 1)
+        for c, e in zip(bases, exponents, strict=True):
+            d = (e >> shift) & mask
+            if d:
+                buckets[d] = buckets[d] * c % m
+        running = one
+        total = one
+        for d in range(mask, 0, -1):
+            b = buckets[d]
+            if b != 1:
+                running = running * b % m
+            if running != 1:
+                total = total * running % m
+        if total != 1:
+            result = result * total % m
+    return result
+
+
+__all__ = [
+    "FixedBaseTable",
+    "multi_exponentiate",
+    "raw_add",
+    "raw_decrypt",
+    "raw_djn_obfuscator",
+    "raw_encrypt",
+    "raw_encrypt_with_obfuscator",
+    "raw_mul",
+]

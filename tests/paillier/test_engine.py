@@ -1,0 +1,105 @@
+"""Engine behaviour: parallel equals inline, precomputation, re-randomization, exports."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+import pec.paillier
+from pec.paillier import KeyPair, PaillierEngine, encode_matrix
+
+pytestmark = pytest.mark.unit
+
+
+def test_exported_names() -> None:
+    assert sorted(pec.paillier.__all__) == [
+        "DEFAULT_FEATURE_BITS",
+        "DEFAULT_FRAC_BITS",
+        "DEFAULT_KEY_BITS",
+        "DEFAULT_WINDOW_BITS",
+        "EncodedMatrix",
+        "EncodedVector",
+        "EncodingOverflowError",
+        "EncryptedVector",
+        "ExponentMismatchError",
+        "KeyMismatchError",
+        "KeyPair",
+        "PackedCiphertexts",
+        "PackingOverflowError",
+        "PaillierEngine",
+        "PaillierError",
+        "PrivateKey",
+        "PublicKey",
+        "ShapeError",
+        "SlotLayout",
+        "encode_int_vector",
+        "encode_matrix",
+        "encode_vector",
+    ]
+    assert pec.paillier.DEFAULT_KEY_BITS == 2048
+
+
+def test_key_holder_crt_and_public_paths_give_identical_ciphertexts(keys: KeyPair) -> None:
+    values = np.linspace(-3, 3, 9)
+    crt = PaillierEngine(
+        keys.public_key, keys.private_key, workers=1, randbits=random.Random(1).getrandbits
+    )
+    pub = PaillierEngine(keys.public_key, workers=1, randbits=random.Random(1).getrandbits)
+    assert crt.encrypt(values).ciphertexts == pub.encrypt(values).ciphertexts
+
+
+@pytest.mark.integration
+def test_worker_processes_match_inline(keys: KeyPair) -> None:
+    # Prepare
+    rng = np.random.default_rng(3)
+    r = rng.uniform(-1, 1, 300)
+    x = encode_matrix(rng.normal(size=(300, 4)))
+    inline = PaillierEngine(
+        keys.public_key, keys.private_key, workers=1, randbits=random.Random(2).getrandbits
+    )
+    with PaillierEngine(
+        keys.public_key,
+        keys.private_key,
+        workers=2,
+        chunk_size=64,
+        randbits=random.Random(2).getrandbits,
+    ) as parallel:
+        # Execute
+        enc_parallel = parallel.encrypt(r)
+        enc_inline = inline.encrypt(r)
+        grad = parallel.transpose_dot(x, enc_parallel)
+
+        # Assert
+        assert enc_parallel.ciphertexts == enc_inline.ciphertexts
+        np.testing.assert_allclose(parallel.decrypt(enc_parallel), r, atol=2**-23)
+        expected = x.ints.T.astype(np.float64) @ r * 2.0**x.exponent
+        np.testing.assert_allclose(parallel.decrypt(grad), expected, atol=1e-3)
+
+
+def test_precomputed_obfuscators_are_used_once(keys: KeyPair) -> None:
+    engine = PaillierEngine(keys.public_key, keys.private_key, workers=1)
+    engine.precompute(5)
+    assert engine.precomputed == 5
+    first = engine.encrypt([1.0, 1.0, 1.0])
+    assert engine.precomputed == 2
+    second = engine.encrypt([1.0, 1.0, 1.0])  # 2 from stock, 1 fresh
+    assert engine.precomputed == 0
+    cts = set(first.ciphertexts) | set(second.ciphertexts)
+    assert len(cts) == 6
+    np.testing.assert_array_equal(engine.decrypt(second), [1.0, 1.0, 1.0])
+
+
+def test_rerandomize_changes_ciphertext_not_plaintext(
+    brand: PaillierEngine, partner: PaillierEngine
+) -> None:
+    encrypted = brand.encrypt([0.5, -0.25])
+    fresh = partner.rerandomize(encrypted)
+    assert set(fresh.ciphertexts).isdisjoint(encrypted.ciphertexts)
+    np.testing.assert_array_equal(brand.decrypt(fresh), [0.5, -0.25])
+
+
+def test_engine_repr_hides_keys(brand: PaillierEngine, keys: KeyPair) -> None:
+    assert str(keys.private_key.p) not in repr(brand)
+    assert "can_decrypt=True" in repr(brand)

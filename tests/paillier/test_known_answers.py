@@ -1,0 +1,101 @@
+"""Known-answer tests on a tiny key (p=293, q=433) with injected randomness."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from phe import paillier  # type: ignore[import-untyped]
+
+from pec.paillier import KeyPair, PaillierEngine, encode_int_vector, hazmat
+
+pytestmark = pytest.mark.unit
+
+KAT: dict[str, Any] = json.loads(
+    (Path(__file__).parent / "vectors" / "paillier_kat.json").read_text(encoding="utf-8")
+)
+N = KAT["p"] * KAT["q"]
+
+
+@pytest.fixture(scope="module")
+def tiny() -> KeyPair:
+    return KeyPair.from_primes(KAT["p"], KAT["q"], x=KAT["x"])
+
+
+@pytest.mark.parametrize("v", KAT["textbook"], ids=lambda v: f"m={v['m']},r={v['r']}")
+def test_textbook_encryption_matches_vector_and_phe(v: dict[str, int]) -> None:
+    # Prepare
+    phe_public = paillier.PaillierPublicKey(N)
+
+    # Execute
+    ours = hazmat.raw_encrypt(N, v["m"], v["r"])
+    theirs = phe_public.raw_encrypt(v["m"], r_value=v["r"])
+
+    # Assert
+    assert ours == v["c"] == theirs
+    assert hazmat.raw_decrypt(KAT["p"], KAT["q"], v["c"]) == v["m"]
+
+
+def test_public_fixed_base_matches_vector(tiny: KeyPair) -> None:
+    assert tiny.public_key.h_s == KAT["h_s"]
+    assert tiny.public_key.obfuscator_bits == 9
+
+
+@pytest.mark.parametrize("v", KAT["djn"], ids=lambda v: f"m={v['m']},a={v['a']}")
+@pytest.mark.parametrize("holder", [False, True], ids=["public", "key-holder-crt"])
+def test_engine_encryption_with_injected_exponent(
+    tiny: KeyPair, v: dict[str, int], holder: bool
+) -> None:
+    # Prepare: randbits returns the vector's exponent
+    engine = PaillierEngine(
+        tiny.public_key,
+        tiny.private_key if holder else None,
+        workers=1,
+        randbits=lambda bits: v["a"],
+    )
+    m = v["m"] - N if v["m"] > N // 2 else v["m"]
+
+    # Execute
+    encrypted = engine.encrypt_encoded(encode_int_vector([m]))
+
+    # Assert
+    assert encrypted.ciphertexts == (v["c"],)
+    assert hazmat.raw_djn_obfuscator(N, KAT["h_s"], v["a"]) * (1 + v["m"] * N) % (N * N) == v["c"]
+
+
+@pytest.mark.parametrize("v", KAT["djn"], ids=lambda v: f"m={v['m']}")
+def test_decryption_of_vectors(tiny: KeyPair, v: dict[str, int]) -> None:
+    assert tiny.private_key.raw_decrypt(v["c"]) == v["m"]
+
+
+def test_fixed_base_table_equals_powmod() -> None:
+    rng = random.Random(5)
+    modulus = 1000003 * 999983
+    table = hazmat.FixedBaseTable(12345, modulus, exponent_bits=40, window_bits=5)
+    for _ in range(50):
+        a = rng.getrandbits(40)
+        assert table.power(a) == pow(12345, a, modulus)
+
+
+def test_multi_exponentiation_equals_naive() -> None:
+    rng = random.Random(6)
+    modulus = 1000003 * 999983
+    bases = [rng.randrange(2, modulus) for _ in range(40)]
+    exps = [rng.getrandbits(rng.randrange(0, 20)) for _ in range(40)]
+    expected = 1
+    for b, e in zip(bases, exps, strict=True):
+        expected = expected * pow(b, e, modulus) % modulus
+    for window in (1, 3, 8, 13):
+        assert hazmat.multi_exponentiate(bases, exps, modulus, window) == expected
+
+
+def test_raw_homomorphisms() -> None:
+    p, q = KAT["p"], KAT["q"]
+    c1 = hazmat.raw_encrypt(N, 100, 5)
+    c2 = hazmat.raw_encrypt(N, 23, 7)
+    assert hazmat.raw_decrypt(p, q, hazmat.raw_add(N, c1, c2)) == 123
+    assert hazmat.raw_decrypt(p, q, hazmat.raw_mul(N, c1, 3)) == 300
+    assert hazmat.raw_decrypt(p, q, hazmat.raw_mul(N, c1, -1)) == N - 100
