@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from consent.cli import app as consent_app
 from pec import __version__
+from pec.errors import PecError
 from pec.psi_cli import app as psi_app
+from pec.psi_cli import fail, progress_bars
 
 app = typer.Typer(
     name="pec",
@@ -16,12 +24,86 @@ app = typer.Typer(
 )
 app.add_typer(psi_app, name="psi")
 app.add_typer(consent_app, name="consent")
+data_app = typer.Typer(help="Generated data for trying PEC out.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 
 
 @app.command()
 def version() -> None:
     """Print the PEC version."""
     typer.echo(__version__)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Where the data and job outputs go.")] = Path(
+        "pec-demo"
+    ),
+    brand_rows: Annotated[int, typer.Option(min=10, help="Brand CRM rows.")] = 5_000,
+    partner_rows: Annotated[int, typer.Option(min=10, help="Partner tag rows.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 7,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Generate a brand and a partner table and run overlap, enrichment and matching jobs."""
+    from pec.demo import run_demo
+
+    console = Console(stderr=True)
+    try:
+        with progress_bars(console) as on_progress:
+            result = run_demo(
+                out,
+                brand_rows=brand_rows,
+                partner_rows=partner_rows,
+                seed=seed,
+                progress=on_progress,
+                announce=lambda line: console.print(f"[bold]pec demo[/] {line}", highlight=False),
+            )
+    except PecError as exc:
+        raise fail(str(exc), 1) from None
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    table = Table(title="PEC demo: brand x partner clean room")
+    table.add_column("job")
+    table.add_column("what the brand learns")
+    table.add_column("result", justify="right")
+    table.add_row(
+        "overlap (PSI cardinality)",
+        "how many customers the partner knows, per key",
+        f"{result['overlap']:,} (expected {result['expected_overlap']:,}); "
+        f"per key {result['overlap_per_key']}",
+    )
+    table.add_row(
+        "enrichment (labeled PSI)",
+        "partner tags for its matched customers only",
+        f"{result['enriched_rows']:,} rows -> {result['outputs']['enrichment']}/left.csv",
+    )
+    table.add_row(
+        "matching (partner learns)",
+        "nothing; the partner gets the matched set for delivery",
+        f"{result['matched_partner_rows']:,} partner rows -> "
+        f"{result['outputs']['matching']}/right.csv",
+    )
+    Console().print(table)
+    Console().print(f"invalid keys set aside: {result['invalid_keys']}; summary: {out}/demo.json")
+
+
+@data_app.command("generate")
+def data_generate(
+    out: Annotated[Path, typer.Option(help="Directory for brand_crm.csv and partner_tags.csv.")],
+    brand_rows: Annotated[int, typer.Option(min=1)] = 5_000,
+    partner_rows: Annotated[int, typer.Option(min=1)] = 20_000,
+    overlap: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.4,
+    seed: Annotated[int, typer.Option()] = 7,
+) -> None:
+    """Write a generated brand CRM table and partner tag table."""
+    from pec.datagen import generate_tables
+
+    tables = generate_tables(brand_rows, partner_rows, overlap=overlap, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    tables.brand.to_csv(out / "brand_crm.csv", index=False)
+    tables.partner.to_csv(out / "partner_tags.csv", index=False)
+    typer.echo(f"wrote {out / 'brand_crm.csv'} and {out / 'partner_tags.csv'}")
 
 
 def main() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -96,17 +98,16 @@ def local(
         _print_summary(summary)
 
 
-def run_with_progress(
-    left: Path, right: Path, out: Path, options: PsiLocalOptions
-) -> dict[str, object]:
-    """Run a local PSI with a progress bar per party and stage on stderr."""
+@contextmanager
+def progress_bars(console: Console) -> Iterator[Callable[[str, str, int, int], None]]:
+    """A progress bar per (party, stage) on ``console``; yields the callback that feeds them."""
     columns = (
-        TextColumn("{task.description:<18}"),
+        TextColumn("{task.description:<30}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=_stderr, transient=False) as bars:
+    with Progress(*columns, console=console, transient=False) as bars:
         tasks: dict[tuple[str, str], TaskID] = {}
 
         def on_progress(role: str, stage: str, done: int, total: int) -> None:
@@ -115,6 +116,14 @@ def run_with_progress(
                 tasks[key] = bars.add_task(f"{role}: {stage}", total=total)
             bars.update(tasks[key], completed=done, total=total)
 
+        yield on_progress
+
+
+def run_with_progress(
+    left: Path, right: Path, out: Path, options: PsiLocalOptions
+) -> dict[str, object]:
+    """Run a local PSI with a progress bar per party and stage on stderr."""
+    with progress_bars(_stderr) as on_progress:
         return run_psi_local(left, right, out, options, progress=on_progress)
 
 
