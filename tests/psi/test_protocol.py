@@ -279,3 +279,17 @@ def test_count_mode_returns_are_shuffled_globally() -> None:
     sent = a._state.my_order[0]
     assert a.result().count == 40
     assert not np.array_equal(sent, np.arange(40))
+
+
+def test_duplicates_are_sent_once() -> None:
+    left = [("id1",), ("id1",), ("id1",), ("id2",), (None,)]
+    right = [("id1",)]
+    _, _, transcript = run(left, right, (KeyKind.RAW,), Reveal.LEFT)
+    masked_from_left = [
+        m
+        for m in map(from_wire, transcript)
+        if isinstance(m, Points) and m.kind is PointsKind.MASKED and m.sender is Role.LEFT
+    ]
+    points = [b"".join(m.body for m in masked_from_left)[i : i + 32] for i in range(0, 64, 32)]
+    assert sum(m.count for m in masked_from_left) == 2  # id1 and id2, once each
+    assert len(set(points)) == 2
