@@ -23,19 +23,19 @@ from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from pec.errors import InputError, PecError
 from pec.tables import inspect_table, iter_table, read_columns
 from psi.batch import BatchEngine, InlineEngine, PoolEngine
 from psi.errors import PsiAborted, PsiError
 from psi.normalize import KeyKind, NormalizationRules, infer_kind
-from psi.prepare import prepare_input
 from psi.protocol import PsiConfig, PsiParty, PsiResult, Reveal
 from psi.session import ConnectionChannel, run_party
 from psi.wire import PROTOCOL, Role
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["KeyPair", "PsiLocalOptions", "check_inputs", "parse_key_spec", "run_psi_local"]
 
@@ -122,7 +122,13 @@ def _peak_rss_mb(who: int) -> float:
 ProgressSink = Callable[[str, str, int, int], None]
 
 
-def _engine_for(data_size: int, workers: int) -> BatchEngine:
+#: Tables larger than this (bytes on disk) start their worker pool before reading the data.
+EARLY_POOL_BYTES = 512 * 1024
+
+
+def _engine_for(data_size: int, workers: int, early: BatchEngine | None) -> BatchEngine:
+    if early is not None:
+        return early
     if data_size < POOL_THRESHOLD:
         return InlineEngine()
     return PoolEngine(workers)
@@ -130,6 +136,8 @@ def _engine_for(data_size: int, workers: int) -> BatchEngine:
 
 def _write_matches(job: _PartyJob, result: PsiResult, target: Path) -> int:
     """Stream the party's own table and write the matched rows (with payloads, if any)."""
+    import pandas as pd
+
     assert result.matched_rows is not None
     matched = pd.Index(result.matched_rows)
     payloads = result.payloads
@@ -150,6 +158,8 @@ def _join_payloads(
     rows: pd.DataFrame, payloads: dict[int, list[bytes]], columns: Sequence[str]
 ) -> pd.DataFrame:
     """One output row per (matched row, distinct payload row) pair: an inner join on any key."""
+    import pandas as pd
+
     names = [f"{c}_right" if c in rows.columns else c for c in columns]
     out: list[list[str]] = []
     index: list[int] = []
@@ -168,6 +178,8 @@ def _join_payloads(
 
 def _party_main(job: _PartyJob, conn: Connection, events: Any) -> None:
     """Entry point of a party process: read own table, run the protocol, write own output."""
+    from psi.prepare import prepare_input  # pandas: imported in the party process only
+
     engine: BatchEngine | None = None
     phases: dict[str, float] = {}
     clock = time.perf_counter()
@@ -179,13 +191,15 @@ def _party_main(job: _PartyJob, conn: Connection, events: Any) -> None:
         clock = now
 
     try:
+        if job.path.stat().st_size > EARLY_POOL_BYTES:
+            engine = PoolEngine(job.workers)
         table = read_columns(job.path, list(dict.fromkeys(job.columns + job.payload)))
         lap("read")
         keys = [table[c].rename(c) for c in job.columns]
         payload = table[list(job.payload)] if job.payload else None
         data, reports = prepare_input(keys, job.kinds, job.rules, payload=payload)
         lap("normalize")
-        engine = _engine_for(sum(len(v) for v in data.slot_values), job.workers)
+        engine = _engine_for(sum(len(v) for v in data.slot_values), job.workers, engine)
 
         def progress(stage: str, done: int, total: int) -> None:
             events.put(("progress", job.role.value, stage, done, total))

@@ -10,11 +10,15 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-
-import pandas as pd
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from pec.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# pandas and pyarrow are imported where used: the CLI process only inspects headers, and should
+# start fast; the party processes, which read whole columns, pay for the import.
 
 __all__ = ["TableInfo", "inspect_table", "iter_table", "read_columns", "table_format"]
 
@@ -62,14 +66,17 @@ def inspect_table(path: Path, *, role: str = "") -> TableInfo:
     fmt = table_format(path)
     try:
         if fmt == "parquet":
+            import pyarrow.parquet as pq
+
             meta = pq.ParquetFile(path)
             columns = [str(c) for c in meta.schema_arrow.names]
             has_rows = meta.metadata.num_rows > 0
         else:
-            head = pd.read_csv(path, dtype=str, nrows=1, keep_default_na=False, na_filter=False)
-            columns = [str(c) for c in head.columns]
-            has_rows = len(head) > 0
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+            with path.open(encoding="utf-8", newline="") as handle:
+                reader = csv.reader(handle)
+                columns = list(next(reader, []))
+                has_rows = any(any(cell.strip() for cell in row) for row in reader)
+    except (csv.Error, UnicodeDecodeError, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"{who}file {path}: cannot read as {fmt.upper()} ({reason})") from exc
     except Exception as exc:  # pyarrow raises its own hierarchy for corrupt files
@@ -83,7 +90,11 @@ def inspect_table(path: Path, *, role: str = "") -> TableInfo:
 
 def read_columns(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     """Read the given columns of a table, every cell as text (missing cells as empty strings)."""
+    import pandas as pd
+
     if table_format(path) == "parquet":
+        import pyarrow.parquet as pq
+
         return _as_text(pq.read_table(path, columns=list(columns)).to_pandas())
     frame = pd.read_csv(
         path, dtype=str, usecols=list(columns), keep_default_na=False, na_filter=False
@@ -98,8 +109,12 @@ def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
 
 def iter_table(path: Path, chunk_rows: int = 200_000) -> Iterator[pd.DataFrame]:
     """Stream a whole table in chunks of rows, every cell as text, with a 0-based RangeIndex."""
+    import pandas as pd
+
     offset = 0
     if table_format(path) == "parquet":
+        import pyarrow.parquet as pq
+
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
             frame = _as_text(batch.to_pandas())
             frame.index = pd.RangeIndex(offset, offset + len(frame))

@@ -45,6 +45,10 @@ def mask_and_truncate(scalar: bytes, points: bytes, width: int, curve_only: bool
     return b"".join(masked[i : i + width] for i in range(0, len(masked), POINT_BYTES))
 
 
+def _warm_up() -> None:
+    """Runs once per worker at start: the import of this module is the work."""
+
+
 class BatchEngine(Protocol):
     """Maps the batch steps over a chunk, possibly in parallel. Order is preserved."""
 
@@ -103,6 +107,8 @@ class PoolEngine:
         self._pool: Executor = ProcessPoolExecutor(
             max_workers=self.workers, mp_context=get_context("spawn")
         )
+        # start every worker now, so their start-up overlaps with the caller reading its data
+        self._warm = [self._pool.submit(_warm_up) for _ in range(self.workers)]
 
     def _parts(self, n: int) -> list[tuple[int, int]]:
         pieces = max(1, min(self.workers, n // self._min_split))

@@ -16,6 +16,9 @@ Invalid and empty keys are never matched; they are counted and reported with exa
 (:meth:`NormalizationRules.version`) is exchanged in the protocol handshake, and a mismatch stops
 the run: two parties that normalize differently would silently miss matches.
 
+pandas and numpy are imported inside the functions that take columns, so that a process that only
+needs the rule set (the CLI parent) starts fast.
+
 Performance: the common shapes of phone numbers in the default region are recognised by one
 vectorised regular expression built from ``phonenumbers``' own metadata (mobile numbers); anything
 else goes through ``phonenumbers.parse``. Tests check that both paths agree.
@@ -27,12 +30,14 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
 import phonenumbers
 
 from psi.errors import InvalidKeyKind
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "KeyKind",
@@ -188,6 +193,9 @@ def normalize_column(
     series: pd.Series, kind: KeyKind, rules: NormalizationRules
 ) -> NormalizedColumn:
     """Normalize a whole key column; invalid and empty cells become ``None`` and are counted."""
+    import numpy as np
+    import pandas as pd
+
     text = _as_text(series)
     if kind is KeyKind.RAW:
         out = text.where(text != "", None)
