@@ -49,14 +49,33 @@ def make_tables(n: int, directory: Path, seed: int = 7) -> tuple[Path, Path, lis
 def run_pec(left: Path, right: Path, out: Path) -> dict[str, object]:
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "pec", "psi", "local", str(left), str(right), "--key", "id:raw",
-         "--reveal", "left", "--out", str(out), "--json"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "pec",
+            "psi",
+            "local",
+            str(left),
+            str(right),
+            "--key",
+            "id:raw",
+            "--reveal",
+            "left",
+            "--out",
+            str(out),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     seconds = time.perf_counter() - started
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"seconds": seconds, "intersection": summary["intersection"],
-            "peak": summary["peak_rss_mb"]}
+    return {
+        "seconds": seconds,
+        "intersection": summary["intersection"],
+        "peak": summary["peak_rss_mb"],
+    }
 
 
 def _om_server(items: list[str], conn, result) -> None:  # type: ignore[no-untyped-def]
@@ -91,8 +110,10 @@ def run_openmined(left_ids: list[str], right_ids: list[str]) -> dict[str, object
     a, b = ctx.Pipe()
     result = ctx.Queue()
     started = time.perf_counter()
-    procs = [ctx.Process(target=_om_server, args=(right_ids, a, result)),
-             ctx.Process(target=_om_client, args=(left_ids, b, result))]
+    procs = [
+        ctx.Process(target=_om_server, args=(right_ids, a, result)),
+        ctx.Process(target=_om_client, args=(left_ids, b, result)),
+    ]
     for p in procs:
         p.start()
     outcome = {}
@@ -102,16 +123,27 @@ def run_openmined(left_ids: list[str], right_ids: list[str]) -> dict[str, object
     for p in procs:
         p.join()
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "intersection": outcome["client"][1],
-            "peak": {"client": round(outcome["client"][0], 1),
-                     "server": round(outcome["server"][0], 1)}}
+    return {
+        "seconds": seconds,
+        "intersection": outcome["client"][1],
+        "peak": {
+            "client": round(outcome["client"][0], 1),
+            "server": round(outcome["server"][0], 1),
+        },
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--skip-openmined-above", type=int, default=10**9,
-                        help="skip openmined-psi for sizes above this (it is slow)")
+    parser.add_argument(
+        "--skip-openmined-above",
+        type=int,
+        default=10**9,
+        help="skip openmined-psi for sizes above this (it is slow)",
+    )
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}", flush=True)
     rows = []
@@ -126,14 +158,21 @@ def main() -> None:
                 print(f"n={n} openmined-psi: {om}", flush=True)
                 assert om["intersection"] == pec["intersection"], "the two PSIs disagree"
             rows.append((n, pec, om))
-    print("\n| n x n | PEC s | openmined-psi s | speed-up | PEC peak MiB (party + largest worker), left / right | openmined peak MiB client / server |")
+    print(
+        "\n| n x n | PEC s | openmined-psi s | speed-up "
+        "| PEC peak MiB (party + largest worker), left / right "
+        "| openmined peak MiB client / server |"
+    )
     print("|---|---|---|---|---|---|")
     for n, pec, om in rows:
         peak = pec["peak"]
-        pec_mem = " / ".join(f"{peak[s]['party']} + {peak[s]['largest_worker']}" for s in ("left", "right"))
+        pec_mem = " / ".join(
+            f"{peak[s]['party']} + {peak[s]['largest_worker']}" for s in ("left", "right")
+        )
         if om:
             ratio = om["seconds"] / pec["seconds"]
-            om_cols = f"{om['seconds']:.1f} | {ratio:.1f}x | {pec_mem} | {om['peak']['client']} / {om['peak']['server']}"
+            om_mem = f"{om['peak']['client']} / {om['peak']['server']}"
+            om_cols = f"{om['seconds']:.1f} | {ratio:.1f}x | {pec_mem} | {om_mem}"
         else:
             om_cols = f"skipped | - | {pec_mem} | -"
         print(f"| {n:,} | {pec['seconds']:.1f} | {om_cols} |")
