@@ -15,13 +15,15 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
 from consent.errors import ConsentInputError
 
 SCHEMA_VERSION = 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
 _E = TypeVar("_E", bound=StrEnum)
 
 
@@ -351,15 +353,12 @@ def format_time(value: datetime) -> str:
 
 def to_micros(value: datetime) -> int:
     """Return microseconds since the Unix epoch of an aware datetime."""
-    delta = value.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (value - _EPOCH) // _MICRO
 
 
 def from_micros(value: int) -> datetime:
     """Inverse of :func:`to_micros`."""
-    from datetime import timedelta
-
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=value)
+    return _EPOCH + timedelta(microseconds=value)
 
 
 def parse_time(value: Any, field: str) -> datetime:

@@ -10,6 +10,7 @@ log. Reads page through the log by position and never hold the whole ledger in m
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -21,13 +22,11 @@ from sqlalchemy import (
     URL,
     Connection,
     Engine,
-    and_,
     create_engine,
     delete,
     event,
     func,
     insert,
-    or_,
     select,
     update,
 )
@@ -51,7 +50,7 @@ from consent.tables import contacts, entries, ledger, nodes, preferences, state,
 from consent.tree_head import SignedTreeHead
 
 DEFAULT_DB_NAME = "consent.sqlite3"
-_CHUNK = 2_000
+_CHUNK = 5_000
 
 
 def default_url(home: Path) -> str:
@@ -95,6 +94,7 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute("PRAGMA cache_size=-65536")  # 64 MiB: index inserts of big imports
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -173,21 +173,43 @@ def leaf_payload(seq: int, recorded_at: datetime, ev: ConsentEvent) -> str:
     return canonical_json(body).decode("utf-8")
 
 
-def _entry_row(seq: int, payload: str, ev: ConsentEvent, chash: bytes) -> dict[str, Any]:
-    return {
-        "seq": seq,
-        "event_id": ev.event_id,
-        "content_hash": chash,
-        "payload": payload,
-        "subject_key": ev.subject_key,
-        "action": ev.action.value,
-        "purpose": ev.purpose,
-        "recipient": ev.recipient,
-        "categories": ";".join(ev.data_categories),
-        "occurred_us": to_micros(ev.occurred_at),
-        "valid_until_us": to_micros(ev.valid_until) if ev.valid_until else None,
-        "explicit": ev.explicit,
-    }
+def _payload_from_content(seq: int, recorded: str, content_json: str) -> str:
+    # Same bytes as leaf_payload (keys in sorted order: event, recorded_at, seq), without
+    # serializing the event twice; a test pins the equality.
+    return f'{{"event":{content_json},"recorded_at":"{recorded}","seq":{seq}}}'
+
+
+_ENTRY_COLS = (
+    "seq",
+    "event_id",
+    "content_hash",
+    "payload",
+    "subject_key",
+    "action",
+    "purpose",
+    "recipient",
+    "categories",
+    "occurred_us",
+    "valid_until_us",
+    "explicit",
+)
+_NODE_COLS = ("level", "idx", "hash")
+
+
+def _bulk_insert(
+    conn: Connection, table: str, cols: tuple[str, ...], rows: list[tuple[Any, ...]]
+) -> None:
+    """Insert many rows through the driver: COPY on PostgreSQL, executemany on SQLite."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        raw: Any = conn.connection.driver_connection
+        with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as cp:
+            for r in rows:
+                cp.write_row(r)
+        return
+    marks = ", ".join("?" for _ in cols)
+    conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})", rows)
 
 
 class SqlLedgerStore:
@@ -278,19 +300,21 @@ class SqlLedgerStore:
     ) -> tuple[int, int]:
         ids = list({ev.event_id for _, ev in batch})
         known: dict[str, bytes] = {}
-        for start in range(0, len(ids), 500):
+        for start in range(0, len(ids), _CHUNK):
             rows = conn.execute(
                 select(entries.c.event_id, entries.c.content_hash).where(
-                    entries.c.event_id.in_(ids[start : start + 500])
+                    entries.c.event_id.in_(ids[start : start + _CHUNK])
                 )
             )
             known.update({r.event_id: bytes(r.content_hash) for r in rows})
-        entry_rows: list[dict[str, Any]] = []
-        node_rows: list[dict[str, Any]] = []
+        entry_rows: list[tuple[Any, ...]] = []
+        node_rows: list[tuple[Any, ...]] = []
         fresh: list[tuple[int, ConsentEvent]] = []
         skipped = 0
+        recorded = format_time(recorded_at)
         for row, ev in batch:
-            chash = ev.content_hash()
+            content_json = canonical_json(ev.content()).decode("utf-8")
+            chash = hashlib.sha256(content_json.encode("utf-8")).digest()
             seen = known.get(ev.event_id)
             if seen is not None:
                 if seen != chash:
@@ -304,23 +328,31 @@ class SqlLedgerStore:
                 continue
             known[ev.event_id] = chash
             seq = frontier.size
-            payload = leaf_payload(seq, recorded_at, ev)
+            payload = _payload_from_content(seq, recorded, content_json)
             leaf = leaf_hash(payload.encode("utf-8"))
-            entry_rows.append(_entry_row(seq, payload, ev, chash))
-            node_rows.append({"level": 0, "idx": seq, "last_leaf": seq, "hash": leaf})
-            for node in frontier.append(leaf):
-                node_rows.append(
-                    {
-                        "level": node.level,
-                        "idx": node.index,
-                        "last_leaf": ((node.index + 1) << node.level) - 1,
-                        "hash": node.hash,
-                    }
+            entry_rows.append(
+                (
+                    seq,
+                    ev.event_id,
+                    chash,
+                    payload,
+                    ev.subject_key,
+                    ev.action.value,
+                    ev.purpose,
+                    ev.recipient,
+                    ";".join(ev.data_categories),
+                    to_micros(ev.occurred_at),
+                    to_micros(ev.valid_until) if ev.valid_until else None,
+                    ev.explicit,
                 )
+            )
+            node_rows.append((0, seq, leaf))
+            for node in frontier.append(leaf):
+                node_rows.append((node.level, node.index, node.hash))
             fresh.append((seq, ev))
         if entry_rows:
-            conn.execute(insert(entries), entry_rows)
-            conn.execute(insert(nodes), node_rows)
+            _bulk_insert(conn, "consent_entries", _ENTRY_COLS, entry_rows)
+            _bulk_insert(conn, "consent_nodes", _NODE_COLS, node_rows)
             self._project(conn, fresh)
         return len(entry_rows), skipped
 
@@ -370,26 +402,37 @@ class SqlLedgerStore:
     def _upsert(
         self, conn: Connection, table: Any, keys: list[str], rows: list[dict[str, Any]]
     ) -> None:
+        """Insert or replace projection rows, keeping whichever is newer by (occurred, seq)."""
         if not rows:
             return
-        from sqlalchemy.dialects import postgresql, sqlite
-
-        stmt: Any = (
-            postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+        cols = [c.name for c in table.c]
+        tuples = [tuple(r[c] for c in cols) for r in rows]
+        if conn.dialect.name == "postgresql":
+            # COPY into a transaction-local staging table, then one set-based upsert.
+            stage = f"{table.name}_stage"
+            conn.exec_driver_sql(
+                f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table.name}) ON COMMIT DELETE ROWS"
+            )
+            _bulk_insert(conn, stage, tuple(cols), tuples)
+            updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in keys)
+            conn.exec_driver_sql(
+                f"INSERT INTO {table.name} SELECT * FROM {stage} "
+                f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates} "
+                f"WHERE ({table.name}.occurred_us, {table.name}.seq) "
+                "< (excluded.occurred_us, excluded.seq)"
+            )
+            conn.exec_driver_sql(f"DELETE FROM {stage}")
+            return
+        mark = "?"
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in keys)
+        sql = (
+            f"INSERT INTO {table.name} ({', '.join(cols)}) "
+            f"VALUES ({', '.join(mark for _ in cols)}) "
+            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates} "
+            f"WHERE ({table.name}.occurred_us, {table.name}.seq) "
+            "< (excluded.occurred_us, excluded.seq)"
         )
-        newer = or_(
-            table.c.occurred_us < stmt.excluded.occurred_us,
-            and_(
-                table.c.occurred_us == stmt.excluded.occurred_us,
-                table.c.seq < stmt.excluded.seq,
-            ),
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=keys,
-            set_={c.name: stmt.excluded[c.name] for c in table.c if c.name not in keys},
-            where=newer,
-        )
-        conn.execute(stmt, rows)
+        conn.exec_driver_sql(sql, tuples)
 
     def rebuild_projections(self) -> int:
         """Drop and rebuild the projections from the log; return the entries replayed."""
@@ -526,14 +569,22 @@ class SqlLedgerStore:
             cursor = int(rows[-1].seq) + 1
 
     def nodes_ending_in(self, start: int, end: int) -> dict[tuple[int, int], bytes]:
-        """Stored nodes whose last leaf lies in ``[start, end)``."""
+        """Stored nodes whose last leaf lies in ``[start, end)``, one range query per level."""
+        out: dict[tuple[int, int], bytes] = {}
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(nodes.c.level, nodes.c.idx, nodes.c.hash).where(
-                    nodes.c.last_leaf >= start, nodes.c.last_leaf < end
+            for level in range(max(end, 1).bit_length()):
+                # node (level, i) ends at leaf (i + 1) * 2**level - 1
+                lo = ((start + 1) + (1 << level) - 1 >> level) - 1
+                hi = (end >> level) - 1
+                if hi < lo:
+                    continue
+                rows = conn.execute(
+                    select(nodes.c.idx, nodes.c.hash).where(
+                        nodes.c.level == level, nodes.c.idx >= lo, nodes.c.idx <= hi
+                    )
                 )
-            )
-            return {(int(r.level), int(r.idx)): bytes(r.hash) for r in rows}
+                out.update({(level, int(r.idx)): bytes(r.hash) for r in rows})
+        return out
 
     def entry(self, seq: int) -> StoredEntry | None:
         """One entry by position."""

@@ -46,15 +46,14 @@ entries = Table(
 )
 
 #: Hashes of every complete subtree: level 0 holds the leaf hashes, level L the subtree of
-#: ``2**L`` leaves starting at ``idx * 2**L``; ``last_leaf`` lets a verifier page in log order.
+#: ``2**L`` leaves starting at ``idx * 2**L``.
 nodes = Table(
     "consent_nodes",
     metadata,
     Column("level", SmallInteger, primary_key=True, autoincrement=False),
     Column("idx", BigInteger, primary_key=True, autoincrement=False),
-    Column("last_leaf", BigInteger, nullable=False),
     Column("hash", LargeBinary(32), nullable=False),
-    Index("ix_consent_nodes_last_leaf", "last_leaf"),
+    sqlite_with_rowid=False,
 )
 
 tree_heads = Table(

@@ -410,3 +410,17 @@ def test_nodes_table_has_every_perfect_subtree(ledger: ConsentLedger) -> None:
     with ledger.store.engine.connect() as conn:
         count = len(conn.execute(select(nodes.c.level)).all())
     assert count == 11 + 5 + 2 + 1  # leaves, pairs, quads, one octet
+
+
+def test_fast_payload_equals_the_canonical_payload() -> None:
+    from consent.model import SubjectKeyer, parse_event
+    from consent.storage import _payload_from_content, leaf_payload
+
+    ev = parse_event(
+        event(1, subject="ünïcode-主体", notice_language="zh-CN"), SubjectKeyer(b"k" * 32)
+    )
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    content = json.dumps(ev.content(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert _payload_from_content(7, "2026-01-01T00:00:00.000000Z", content) == leaf_payload(
+        7, when, ev
+    )

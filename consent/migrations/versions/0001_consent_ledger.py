@@ -45,11 +45,10 @@ def upgrade() -> None:
         "consent_nodes",
         sa.Column("level", sa.SmallInteger(), autoincrement=False, nullable=False),
         sa.Column("idx", sa.BigInteger(), autoincrement=False, nullable=False),
-        sa.Column("last_leaf", sa.BigInteger(), nullable=False),
         sa.Column("hash", sa.LargeBinary(32), nullable=False),
         sa.PrimaryKeyConstraint("level", "idx"),
+        sqlite_with_rowid=False,
     )
-    op.create_index("ix_consent_nodes_last_leaf", "consent_nodes", ["last_leaf"])
     op.create_table(
         "consent_tree_heads",
         sa.Column("tree_size", sa.BigInteger(), autoincrement=False, nullable=False),
@@ -114,7 +113,6 @@ def downgrade() -> None:
     """Drop the ledger tables (destroys the ledger)."""
     for index, table in (
         ("ix_consent_contacts_subject", "consent_contacts"),
-        ("ix_consent_nodes_last_leaf", "consent_nodes"),
         ("ix_consent_entries_cohort", "consent_entries"),
         ("ix_consent_entries_subject", "consent_entries"),
     ):
