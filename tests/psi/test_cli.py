@@ -198,3 +198,36 @@ def test_payload_needs_reveal_left(files: Path) -> None:
     )
     assert result.returncode == 2
     assert "--payload needs --reveal left" in result.stderr
+
+
+def test_large_run_uses_worker_pools_and_small_chunks(tmp_path: Path) -> None:
+    # above the pool threshold and the early-pool file size, with many chunks per side
+    left_ids = [f"user-{i:07d}" for i in range(0, 44_000, 2)]
+    right_ids = [f"user-{i:07d}" for i in range(0, 44_000, 3)]
+    (tmp_path / "l.csv").write_text("uid,extra\n" + "".join(f"{u},x\n" for u in left_ids))
+    (tmp_path / "r.csv").write_text("uid\n" + "\n".join(right_ids) + "\n")
+    result = pec(
+        "psi",
+        "local",
+        "l.csv",
+        "r.csv",
+        "--key",
+        "uid:raw",
+        "--reveal",
+        "both",
+        "--chunk-size",
+        "5000",
+        "--workers",
+        "2",
+        "--out",
+        "out",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    expected = len(set(left_ids) & set(right_ids))
+    assert summary["matched_left_rows"] == summary["matched_right_rows"] == expected
+    assert summary["peak_rss_mb"]["left"]["largest_worker"] > 0  # the pool did the work
+    matched = pd.read_csv(tmp_path / "out" / "left.csv", dtype=str)
+    assert matched["uid"].tolist() == [u for u in left_ids if int(u[5:]) % 3 == 0]
