@@ -90,20 +90,36 @@ def demo(
 
 @data_app.command("generate")
 def data_generate(
-    out: Annotated[Path, typer.Option(help="Directory for brand_crm.csv and partner_tags.csv.")],
-    brand_rows: Annotated[int, typer.Option(min=1)] = 5_000,
-    partner_rows: Annotated[int, typer.Option(min=1)] = 20_000,
-    overlap: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.4,
+    out: Annotated[Path, typer.Option(help="Directory for the generated tables.")],
+    brand_leads: Annotated[
+        int, typer.Option(min=0, help="Historical leads with outcomes.")
+    ] = 20_000,
+    new_leads: Annotated[int, typer.Option(min=0, help="New leads to score.")] = 5_000,
+    partner_population: Annotated[
+        int, typer.Option(min=1, help="People the partner knows.")
+    ] = 50_000,
+    overlap: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of brand people the partner knows.")
+    ] = 0.6,
     seed: Annotated[int, typer.Option()] = 7,
 ) -> None:
-    """Write a generated brand CRM table and partner tag table."""
-    from pec.datagen import generate_tables
+    """Write brand leads, new leads, partner tags, consent events and truth.json, streamed."""
+    from pec.datagen import DatasetSpec, generate_dataset
 
-    tables = generate_tables(brand_rows, partner_rows, overlap=overlap, seed=seed)
-    out.mkdir(parents=True, exist_ok=True)
-    tables.brand.to_csv(out / "brand_crm.csv", index=False)
-    tables.partner.to_csv(out / "partner_tags.csv", index=False)
-    typer.echo(f"wrote {out / 'brand_crm.csv'} and {out / 'partner_tags.csv'}")
+    try:
+        spec = DatasetSpec(brand_leads, new_leads, partner_population, overlap, seed)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    console = Console(stderr=True)
+    with progress_bars(console) as on_progress:
+        truth = generate_dataset(
+            spec, out, progress=lambda table, done, total: on_progress("data", table, done, total)
+        )
+    typer.echo(
+        f"wrote {out}: {brand_leads:,} leads, {new_leads:,} new leads, "
+        f"{partner_population:,} partner people ({truth['shared_people']:,} shared), "
+        f"{truth['consent_events']:,} consent events; base rates {truth['base_rates']}"
+    )
 
 
 def main() -> None:

@@ -56,12 +56,12 @@ def run_demo(
     data = out / "data"
     data.mkdir(exist_ok=True)
     tables = generate_tables(brand_rows, partner_rows, seed=seed)
-    brand_csv, partner_csv = data / "brand_crm.csv", data / "partner_tags.csv"
+    brand_csv, partner_csv = data / "brand_leads.csv", data / "partner_tags.csv"
     tables.brand.to_csv(brand_csv, index=False)
     tables.partner.to_csv(partner_csv, index=False)
     expected = expected_overlap(tables.brand, tables.partner)
     announce(
-        f"generated {brand_rows:,} brand customers and {partner_rows:,} partner people "
+        f"generated {brand_rows:,} brand leads and {partner_rows:,} partner people "
         f"in {data} (expected overlap: {expected:,} brand customers)"
     )
     jobs = {

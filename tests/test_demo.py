@@ -37,7 +37,7 @@ def test_demo_runs_three_jobs_and_finds_the_expected_overlap(tmp_path: Path) -> 
     assert summary["overlap"] == summary["expected_overlap"] > 0
     assert summary["enriched_rows"] == summary["expected_overlap"]
     enriched = pd.read_csv(tmp_path / "demo" / "enrichment" / "left.csv", dtype=str)
-    assert {"customer_id", "income_level", "car_insurance"} <= set(enriched.columns)
+    assert {"lead_id", "income_level", "car_insurance"} <= set(enriched.columns)
     assert not (tmp_path / "demo" / "overlap" / "left.csv").exists()
     assert (tmp_path / "demo" / "matching" / "right.csv").exists()
     assert not (tmp_path / "demo" / "matching" / "left.csv").exists()
@@ -49,5 +49,6 @@ def test_generated_tables_are_reproducible_and_messy() -> None:
     b = generate_tables(200, 400, seed=3)
     pd.testing.assert_frame_equal(a.brand, b.brand)
     assert a.brand["phone"].str.contains(r"\+86|0086|\(|-| ").any()
+    assert {"speed", "revenue", "lost"} <= set(a.brand.columns)
     assert (a.brand["phone"] == "").any()
     assert 0 < expected_overlap(a.brand, a.partner) <= a.shared_people
