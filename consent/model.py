@@ -379,7 +379,10 @@ def parse_time(value: Any, field: str) -> datetime:
             raise ConsentInputError("is not an ISO 8601 timestamp", field=field) from None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ConsentInputError("needs a UTC offset (for example 'Z' or '+08:00')", field=field)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ConsentInputError("is outside the supported range of dates", field=field) from None
 
 
 def _text(row: Mapping[str, Any], field: str, *, required: bool = True) -> str:
