@@ -9,9 +9,10 @@ never written anywhere.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from typing import Protocol
 
 from pec.crypto.masking import POINT_BYTES, hash_to_u, mask_points
@@ -104,8 +105,16 @@ class PoolEngine:
     def __init__(self, workers: int = 0, *, min_split: int = 2_048) -> None:
         self.workers = workers or os.cpu_count() or 1
         self._min_split = min_split
+        # Fork is cheapest (workers inherit the imported modules) but only safe while this
+        # process has a single thread; otherwise spawn.
+        method = (
+            "fork"
+            if "fork" in get_all_start_methods() and threading.active_count() == 1
+            else "spawn"
+        )
+        self.start_method = method
         self._pool: Executor = ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=get_context("spawn")
+            max_workers=self.workers, mp_context=get_context(method)
         )
         # start every worker now, so their start-up overlaps with the caller reading its data
         self._warm = [self._pool.submit(_warm_up) for _ in range(self.workers)]
