@@ -57,6 +57,22 @@ def _bound_ok(bits: int, public_key: PublicKey) -> bool:
     return bits < public_key.max_plaintext.bit_length() - 1
 
 
+def _checked(public_key: PublicKey, ciphertexts: Sequence[int]) -> tuple[Mpz, ...]:
+    nsq = public_key.nsquare
+    out = tuple(gmpy2.mpz(c) for c in ciphertexts)
+    if any(not 0 < c < nsq for c in out):
+        raise ShapeError("a ciphertext is outside (0, n²)")
+    return out
+
+
+def _bound(public_key: PublicKey, bound_bits: int) -> int:
+    if bound_bits < 0:
+        raise ShapeError("bound_bits must be non-negative")
+    if not _bound_ok(bound_bits, public_key):
+        raise EncodingOverflowError("the claimed bound does not fit the plaintext range")
+    return bound_bits
+
+
 @dataclass(frozen=True, eq=False)
 class EncryptedVector:
     """Ciphertexts of ``m_i · 2^exponent`` under ``public_key``; every ``|m_i| < 2^bound_bits``."""
@@ -68,6 +84,24 @@ class EncryptedVector:
 
     def __len__(self) -> int:
         return len(self.ciphertexts)
+
+    @classmethod
+    def from_ints(
+        cls, public_key: PublicKey, ciphertexts: Sequence[int], exponent: int, bound_bits: int
+    ) -> EncryptedVector:
+        """Rebuild a vector received from a peer, checking every ciphertext's range.
+
+        Raises:
+            ShapeError: a ciphertext is outside ``(0, n²)`` or the bound is negative.
+            EncodingOverflowError: the claimed bound does not fit the plaintext range.
+        """
+        return cls(
+            public_key, _checked(public_key, ciphertexts), exponent, _bound(public_key, bound_bits)
+        )
+
+    def to_ints(self) -> tuple[int, ...]:
+        """The ciphertexts as Python integers (for a wire encoder)."""
+        return tuple(int(c) for c in self.ciphertexts)
 
     def _check_compatible(self, other: EncryptedVector) -> None:
         if not isinstance(other, EncryptedVector):
@@ -133,6 +167,30 @@ class PackedCiphertexts:
     count: int
     exponent: int
     terms: int = 1
+
+    @classmethod
+    def from_ints(
+        cls,
+        public_key: PublicKey,
+        ciphertexts: Sequence[int],
+        layout: SlotLayout,
+        count: int,
+        exponent: int,
+    ) -> PackedCiphertexts:
+        """Rebuild packed ciphertexts received from a peer (one term each), checking ranges.
+
+        Raises:
+            ShapeError: a ciphertext is outside ``(0, n²)`` or ``count`` does not match.
+        """
+        cts = _checked(public_key, ciphertexts)
+        slots = layout.slots_for(public_key.n.bit_length())
+        if count < 0 or len(cts) != -(-count // slots):
+            raise ShapeError("packed count does not match the number of ciphertexts")
+        return cls(public_key, cts, layout, count, exponent)
+
+    def to_ints(self) -> tuple[int, ...]:
+        """The ciphertexts as Python integers (for a wire encoder)."""
+        return tuple(int(c) for c in self.ciphertexts)
 
     def __add__(self, other: PackedCiphertexts) -> PackedCiphertexts:
         """Slot-wise homomorphic sum.
