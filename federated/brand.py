@@ -243,6 +243,12 @@ class BrandTrainer:
         residual = weight * (p - y)
         self._model.step(x.T @ residual / len(rows), float(residual.sum() / len(rows)))
         encrypted = self._engine.encrypt(residual, frac_bits=RESIDUAL_FRAC_BITS)
+        if self._engine.workers > 1:
+            # while the partner computes X^T·[[e]], the brand's workers prepare the obfuscators
+            # of the next batch (with worker processes this returns at once)
+            nxt = self._batch_index + 1
+            upcoming = len(self._batches[nxt]) if nxt < len(self._batches) else len(rows)
+            self._engine.precompute_async(upcoming)
         self.stage = BrandStage.AWAIT_GRADIENT
         self._residual_seq = self._next_seq()
         return EncryptedResiduals(

@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import secrets
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -271,6 +271,7 @@ class PaillierEngine:
         self._pool: Executor | None = None
         self._start_method = start_method
         self._obfuscators: collections.deque[Mpz] = collections.deque()
+        self._pending: list[Future[list[Mpz]]] = []
         self._spec = _batch.EncryptSpec(
             n=public_key.n,
             h_s=public_key.h_s,
@@ -295,6 +296,8 @@ class PaillierEngine:
 
     def close(self) -> None:
         """Stop the worker processes (their cached tables go with them)."""
+        self._pending = []
+        self._obfuscators.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -305,13 +308,17 @@ class PaillierEngine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _map(self, fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]]) -> list[Any]:
-        if self.workers == 1 or len(tasks) <= 1:
-            return [fn(*t) for t in tasks]
+    def _executor(self) -> Executor:
         if self._pool is None:
             ctx = multiprocessing.get_context(self._start_method)
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
-        futures = [self._pool.submit(fn, *t) for t in tasks]
+        return self._pool
+
+    def _map(self, fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]]) -> list[Any]:
+        if self.workers == 1 or len(tasks) <= 1:
+            return [fn(*t) for t in tasks]
+        pool = self._executor()
+        futures = [pool.submit(fn, *t) for t in tasks]
         return [f.result() for f in futures]
 
     def _chunk_size_for(self, n: int) -> int:
@@ -360,12 +367,42 @@ class PaillierEngine:
         for part in self._map(_batch.obfuscator_chunk, tasks):
             self._obfuscators.extend(part)
 
+    def precompute_async(self, count: int) -> None:
+        """Start computing ``count`` obfuscators in the workers and return at once.
+
+        For a party that is about to wait for its peer (the brand after sending residuals): the
+        workers fill the stock meanwhile, and the next encryption collects the results. Without
+        worker processes (``workers=1``) this computes synchronously, like :meth:`precompute`.
+
+        Raises:
+            ValueError: ``count`` is negative.
+        """
+        if count < 0:
+            raise ValueError("count must be non-negative")
+        if self.workers == 1:
+            self.precompute(count)
+            return
+        spec = self._spec
+        exps = [self._randbits(spec.obfuscator_bits) for _ in range(count)]
+        size = self._chunk_size_for(count)
+        pool = self._executor()
+        for s in _chunks(count, size):
+            self._pending.append(pool.submit(_batch.obfuscator_chunk, spec, exps[s]))
+
+    def _collect(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            self._obfuscators.extend(future.result())
+
     @property
     def precomputed(self) -> int:
-        """Obfuscators in stock."""
+        """Obfuscators in stock (waits for any started by :meth:`precompute_async`)."""
+        self._collect()
         return len(self._obfuscators)
 
     def _encrypt_ints(self, plaintexts: list[int], *, full_width: bool = False) -> list[Mpz]:
+        if not full_width and self._pending:
+            self._collect()
         if not full_width and self._obfuscators:
             n, nsq = self.public_key.n, self.public_key.nsquare
             stock = self._obfuscators

@@ -192,3 +192,16 @@ def test_metrics_on_known_values() -> None:
     assert ks_statistic(y, [0.1, 0.2, 0.8, 0.9]) == 1.0
     with pytest.raises(ValueError):
         roc_auc([1, 1], [0.1, 0.2])
+
+
+@pytest.mark.integration
+def test_brand_with_worker_processes_pipelines_obfuscators(keys: KeyPair) -> None:
+    rng = np.random.default_rng(1)
+    xb, xp = rng.normal(size=(40, 2)), rng.normal(size=(40, 2))
+    y = (xb[:, 0] - xp[:, 1] > 0).astype(float)
+    config = TrainingConfig(epochs=1, batch_size=15, workers=2)
+    brand = BrandTrainer("job", keys, xb[:30], y[:30], xb[30:], y[30:], config)
+    partner = PartnerTrainer("job", xp[:30], xp[30:])
+    run_in_process(brand, partner)
+    assert brand.stage is BrandStage.DONE
+    assert len(brand.history) == 1

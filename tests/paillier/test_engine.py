@@ -103,3 +103,14 @@ def test_rerandomize_changes_ciphertext_not_plaintext(
 def test_engine_repr_hides_keys(brand: PaillierEngine, keys: KeyPair) -> None:
     assert str(keys.private_key.p) not in repr(brand)
     assert "can_decrypt=True" in repr(brand)
+
+
+@pytest.mark.integration
+def test_precompute_async_fills_the_stock_for_later_encryptions(keys: KeyPair) -> None:
+    with PaillierEngine(keys.public_key, keys.private_key, workers=2, chunk_size=4) as engine:
+        engine.precompute_async(10)  # returns at once
+        encrypted = engine.encrypt(np.arange(12.0))
+        assert engine.precomputed == 0  # 10 taken from the stock, 2 computed fresh
+        np.testing.assert_array_equal(engine.decrypt(encrypted), np.arange(12.0))
+        engine.precompute_async(3)
+        assert engine.precomputed == 3
