@@ -115,10 +115,15 @@ class FixedBaseTable:
         if exponent < 0 or exponent >> self.exponent_bits:
             raise ValueError("exponent out of the table's range")
         w = self.window_bits
-        mask = (1 << w) - 1
         m = self.modulus
         acc = gmpy2.mpz(1)
         e = int(exponent)
+        if w == 8:  # byte digits come straight from to_bytes: no big-integer shifts
+            for row, d in zip(self._rows, e.to_bytes(len(self._rows), "little"), strict=False):
+                if d:
+                    acc = acc * row[d] % m
+            return acc
+        mask = (1 << w) - 1
         for row in self._rows:
             d = e & mask
             if d:

@@ -74,10 +74,13 @@ def test_decryption_of_vectors(tiny: KeyPair, v: dict[str, int]) -> None:
 def test_fixed_base_table_equals_powmod() -> None:
     rng = random.Random(5)
     modulus = 1000003 * 999983
-    table = hazmat.FixedBaseTable(12345, modulus, exponent_bits=40, window_bits=5)
-    for _ in range(50):
-        a = rng.getrandbits(40)
-        assert table.power(a) == pow(12345, a, modulus)
+    for window in (5, 8):
+        table = hazmat.FixedBaseTable(12345, modulus, exponent_bits=40, window_bits=window)
+        for _ in range(50):
+            a = rng.getrandbits(40)
+            assert table.power(a) == pow(12345, a, modulus)
+        with pytest.raises(ValueError):
+            table.power(1 << 40)
 
 
 def test_multi_exponentiation_equals_naive() -> None:
