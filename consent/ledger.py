@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ from consent.model import (
     parse_hours,
     to_micros,
 )
-from consent.storage import AppendResult, SqlLedgerStore, StoredEntry, default_url
+from consent.storage import ENTRY_COLUMNS, AppendResult, SqlLedgerStore, StoredEntry, default_url
 from consent.tree_head import SignedTreeHead
 
 _RECEIPT_DOMAIN = b"pec-consent-receipt-v1\n"
@@ -235,9 +236,10 @@ class ConsentLedger:
         head = self._head_for(tree_size)
         if not 0 <= index < head.tree_size:
             raise ProofError("index must be below the tree size")
-        with self.store.engine.connect() as conn:
-            path = inclusion_path(index, head.tree_size, self.store.perfect_reader(conn))
-            leaf = self.store.perfect_reader(conn)(0, index)
+        size = head.tree_size
+        path, leaf = self.store.with_nodes(
+            lambda perfect: (inclusion_path(index, size, perfect), perfect(0, index))
+        )
         return {
             "leaf_index": index,
             "tree_size": head.tree_size,
@@ -258,8 +260,8 @@ class ConsentLedger:
         old = self.store.tree_head(old_size)
         if old is None:
             raise ProofError("no signed tree head has that old_size")
-        with self.store.engine.connect() as conn:
-            proof = consistency_path(old_size, new.tree_size, self.store.perfect_reader(conn))
+        size = new.tree_size
+        proof = self.store.with_nodes(lambda perfect: consistency_path(old_size, size, perfect))
         return {
             "old_size": old_size,
             "new_size": new.tree_size,
@@ -299,17 +301,18 @@ class ConsentLedger:
                 False, pos, checked_heads, last_good, LedgerIntegrityError(reason, entry=entry)
             )
 
-        for page in _pages(self.store.iter_entries(), 20_000):
-            stored = self.store.nodes_ending_in(page[0].seq, page[-1].seq + 1)
-            for e in page:
-                if e.seq != pos:
-                    if e.seq > pos:
+        for page in self.store.iter_entry_pages(20_000):
+            stored = self.store.nodes_ending_in(int(page[0][0]), int(page[-1][0]) + 1)
+            for row in page:
+                seq = int(row[0])
+                if seq != pos:
+                    if seq > pos:
                         return fail("entry is missing (deleted?)", pos)
-                    return fail("entry position appears twice", e.seq)
-                problem = _check_entry(e, pos)
+                    return fail("entry position appears twice", seq)
+                problem = _check_entry(row, pos)
                 if problem:
                     return fail(problem, pos)
-                leaf = leaf_hash(e.leaf_data())
+                leaf = leaf_hash(row[3].encode("utf-8"))
                 if stored.get((0, pos)) != leaf:
                     return fail("stored leaf hash does not match the entry's content", pos)
                 for node in frontier.append(leaf):
@@ -461,20 +464,35 @@ class ConsentLedger:
         cats = _check_query(purpose, data_categories)
         when = at or self.clock()
         at_us = to_micros(when)
-        head = self.store.latest_tree_head()
-        size = head.tree_size if head else 0
+        head: SignedTreeHead | None = None
+        known = 0
         counts: Counter[str] = Counter()
         digest = hashlib.sha256()
         eligible = 0
         seen = 0
-        for subject, rows in _group(self.store.cohort_rows(purpose, at_us, size)):
+
+        def records() -> Iterator[tuple[str, str, str, str, int | None, bool]]:
+            nonlocal head, known
+            for page_head, page_known, rows in self.store.cohort_snapshot_rows(purpose, at_us):
+                head, known = page_head, page_known
+                size = head.tree_size if head else 0
+                for subject, rcpt, st, cats_, valid, explicit, occurred, seq in rows:
+                    if occurred > at_us or seq >= size:
+                        # The projection is newer than the cut: read this record from the log.
+                        past = self.store.state_at(subject, purpose, rcpt, at_us, size)
+                        if past is None:
+                            continue
+                        st, cats_, valid, explicit = past
+                    yield subject, rcpt, st, cats_, valid, bool(explicit)
+
+        for subject, rows in _group(records()):
             seen += 1
             mine = next((r for r in rows if r[1] == recipient), None)
             row = (
                 None
                 if mine is None
                 else {
-                    "state": _ACTION_STATE[mine[2]],
+                    "state": mine[2],
                     "categories": mine[3],
                     "valid_until_us": mine[4],
                     "explicit": mine[5],
@@ -490,9 +508,8 @@ class ConsentLedger:
                     sink(subject)
             else:
                 counts[reason.value] += 1
-        total = self.store.count_subjects(at_us, size) if size else 0
-        if total > seen:
-            counts[Exclusion.NO_CONSENT.value] += total - seen
+        if known > seen:
+            counts[Exclusion.NO_CONSENT.value] += known - seen
         return CohortSnapshot(
             purpose=purpose,
             recipient=recipient,
@@ -650,34 +667,53 @@ def _pages(items: Iterator[StoredEntry], size: int) -> Iterator[list[StoredEntry
         yield page
 
 
-def _check_entry(e: StoredEntry, pos: int) -> str | None:
-    """Return what is wrong with one stored entry, or None."""
-    try:
-        body = json.loads(e.payload)
-        ev = ConsentEvent.from_content(body["event"])
-    except (ValueError, KeyError, TypeError, ConsentInputError):
+_PAYLOAD_HEAD = '{"event":'
+_PAYLOAD_TAIL = re.compile(r',"recorded_at":"[0-9T:.-]+Z","seq":(-?\d+)\}\Z')
+
+
+def _micros(text: Any) -> int | None:
+    if text is None:
+        return None
+    return to_micros(datetime.fromisoformat(str(text)))
+
+
+def _check_entry(row: tuple[Any, ...], pos: int) -> str | None:
+    """Return what is wrong with one stored entry (a tuple in ``ENTRY_COLUMNS`` order), or None.
+
+    The leaf hash covers the payload bytes; this checks that the payload is a ledger entry for
+    this position and that every indexed column (which cohorts and checks read) agrees with it.
+    """
+    payload = row[3]
+    tail = _PAYLOAD_TAIL.search(payload)
+    if tail is None or not payload.startswith(_PAYLOAD_HEAD):
         return "payload is not a well-formed ledger entry"
-    if body.get("seq") != pos:
-        return f"payload records position {body.get('seq')!r}, not {pos} (entries reordered?)"
-    if canonical_json(body).decode("utf-8") != e.payload:
-        return "payload is not in canonical form (altered?)"
-    if ev.content_hash() != e.content_hash:
+    if int(tail.group(1)) != pos:
+        return f"payload records position {tail.group(1)}, not {pos} (entries reordered?)"
+    content_json = payload[len(_PAYLOAD_HEAD) : tail.start()]
+    if hashlib.sha256(content_json.encode("utf-8")).digest() != bytes(row[2]):
         return "content hash does not match the payload"
-    cols = e.columns
-    expected = {
-        "event_id": ev.event_id,
-        "subject_key": ev.subject_key,
-        "action": ev.action.value,
-        "purpose": ev.purpose,
-        "recipient": ev.recipient,
-        "categories": ";".join(ev.data_categories),
-        "occurred_us": to_micros(ev.occurred_at),
-        "valid_until_us": to_micros(ev.valid_until) if ev.valid_until else None,
-        "explicit": ev.explicit,
-    }
-    for name, value in expected.items():
-        if cols.get(name) != value:
-            return f"column {name!r} disagrees with the entry's payload"
+    try:
+        ev = json.loads(content_json)
+        expected = (
+            ev["event_id"],
+            None,
+            None,
+            ev["subject_key"],
+            ev["action"],
+            ev["purpose"],
+            ev["recipient"],
+            ";".join(ev["data_categories"]),
+            _micros(ev["occurred_at"]),
+            _micros(ev.get("valid_until")),
+            ev["explicit"],
+        )
+    except (ValueError, KeyError, TypeError):
+        return "payload is not a well-formed ledger entry"
+    for k, value in enumerate(expected, start=1):
+        if k in (2, 3):
+            continue
+        if row[k] != value:
+            return f"column {ENTRY_COLUMNS[k]!r} disagrees with the entry's payload"
     return None
 
 

@@ -16,23 +16,24 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import (
     URL,
     Connection,
     Engine,
+    and_,
     create_engine,
     delete,
     event,
     func,
     insert,
+    or_,
     select,
     update,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.pool import NullPool
 
 from consent.errors import ConsentError, ConsentInputError, DuplicateEventError
 from consent.keys import LedgerKeys
@@ -46,10 +47,20 @@ from consent.model import (
     from_micros,
     to_micros,
 )
-from consent.tables import contacts, entries, ledger, nodes, preferences, state, tree_heads
+from consent.tables import (
+    contacts,
+    entries,
+    ledger,
+    nodes,
+    preferences,
+    state,
+    subjects,
+    tree_heads,
+)
 from consent.tree_head import SignedTreeHead
 
 DEFAULT_DB_NAME = "consent.sqlite3"
+_T = TypeVar("_T")
 _CHUNK = 5_000
 
 
@@ -85,7 +96,7 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed, connect_args={"timeout": 60}, poolclass=NullPool)
+        engine = create_engine(parsed, connect_args={"timeout": 60, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -179,7 +190,7 @@ def _payload_from_content(seq: int, recorded: str, content_json: str) -> str:
     return f'{{"event":{content_json},"recorded_at":"{recorded}","seq":{seq}}}'
 
 
-_ENTRY_COLS = (
+ENTRY_COLUMNS = _ENTRY_COLS = (
     "seq",
     "event_id",
     "content_hash",
@@ -360,8 +371,12 @@ class SqlLedgerStore:
         """Fold new events into the projections; newest (occurred_at, seq) wins."""
         latest: dict[tuple[str, str, str], dict[str, Any]] = {}
         prefs: dict[tuple[str, str], dict[str, Any]] = {}
+        first: dict[str, int] = {}
         for seq, ev in fresh:
             occurred = to_micros(ev.occurred_at)
+            seen_at = first.get(ev.subject_key)
+            if seen_at is None or occurred < seen_at:
+                first[ev.subject_key] = occurred
             if ev.action is Action.PREFERENCE:
                 assert ev.preference is not None
                 p = ev.preference
@@ -398,6 +413,15 @@ class SqlLedgerStore:
                 }
         self._upsert(conn, state, ["subject_key", "purpose", "recipient"], list(latest.values()))
         self._upsert(conn, preferences, ["subject_key", "channel"], list(prefs.values()))
+        if first:
+            mark = "%s" if conn.dialect.name == "postgresql" else "?"
+            conn.exec_driver_sql(
+                "INSERT INTO consent_subjects (subject_key, first_occurred_us) "
+                f"VALUES ({mark}, {mark}) ON CONFLICT (subject_key) DO UPDATE "
+                "SET first_occurred_us = excluded.first_occurred_us "
+                "WHERE excluded.first_occurred_us < consent_subjects.first_occurred_us",
+                list(first.items()),
+            )
 
     def _upsert(
         self, conn: Connection, table: Any, keys: list[str], rows: list[dict[str, Any]]
@@ -443,6 +467,7 @@ class SqlLedgerStore:
             ).scalar_one()
             conn.execute(delete(state))
             conn.execute(delete(preferences))
+            conn.execute(delete(subjects))
             start = 0
             while start < size:
                 rows = conn.execute(
@@ -480,6 +505,44 @@ class SqlLedgerStore:
         if value is None:
             raise ConsentError(f"Merkle node ({level}, {idx}) is missing from storage")
         return bytes(value)
+
+    def with_nodes(
+        self,
+        compute: Callable[[Callable[[int, int], bytes]], _T],
+        extra: Iterable[tuple[int, int]] = (),
+    ) -> _T:
+        """Run a proof computation with all the node hashes it needs fetched in one query.
+
+        ``compute`` is called twice: first with a recorder (whose answers are placeholders; proof
+        shapes do not depend on hash values), then with the fetched hashes.
+        """
+        wanted: set[tuple[int, int]] = set(extra)
+
+        def record(level: int, idx: int) -> bytes:
+            wanted.add((level, idx))
+            return bytes(32)
+
+        compute(record)
+        with self.engine.connect() as conn:
+            found: dict[tuple[int, int], bytes] = {}
+            by_level: dict[int, list[int]] = {}
+            for level, idx in wanted:
+                by_level.setdefault(level, []).append(idx)
+            # One statement; per-level IN lists keep the primary-key index usable on SQLite.
+            cond = or_(
+                *(and_(nodes.c.level == lv, nodes.c.idx.in_(ix)) for lv, ix in by_level.items())
+            )
+            if by_level:
+                rows = conn.execute(select(nodes.c.level, nodes.c.idx, nodes.c.hash).where(cond))
+                found.update({(int(r.level), int(r.idx)): bytes(r.hash) for r in rows})
+
+        def lookup(level: int, idx: int) -> bytes:
+            h = found.get((level, idx))
+            if h is None:
+                raise ConsentError(f"Merkle node ({level}, {idx}) is missing from storage")
+            return h
+
+        return compute(lookup)
 
     def perfect(self, level: int, idx: int) -> bytes:
         """Return a stored complete-subtree hash (level 0: a leaf hash)."""
@@ -567,6 +630,32 @@ class SqlLedgerStore:
                     columns=cols,
                 )
             cursor = int(rows[-1].seq) + 1
+
+    def iter_entry_pages(self, page: int = 20_000) -> Iterator[list[tuple[Any, ...]]]:
+        """Yield all entries in log order as raw tuples, a page at a time.
+
+        Columns are in ``ENTRY_COLUMNS`` order; rows are read through the driver (the verifier's
+        fast path).
+        """
+        mark = "%s" if self.dialect == "postgresql" else "?"
+        sql = (
+            f"SELECT {', '.join(ENTRY_COLUMNS)} FROM consent_entries "
+            f"WHERE seq >= {mark} ORDER BY seq LIMIT {mark}"
+        )
+        cursor_pos = 0
+        while True:
+            with self.engine.connect() as conn:
+                raw: Any = conn.connection.driver_connection
+                cur = raw.cursor()
+                try:
+                    cur.execute(sql, (cursor_pos, page))
+                    rows = cur.fetchall()
+                finally:
+                    cur.close()
+            if not rows:
+                return
+            yield rows
+            cursor_pos = int(rows[-1][0]) + 1
 
     def nodes_ending_in(self, start: int, end: int) -> dict[tuple[int, int], bytes]:
         """Stored nodes whose last leaf lies in ``[start, end)``, one range query per level."""
@@ -724,6 +813,86 @@ class SqlLedgerStore:
                     None if r[4] is None else int(r[4]),
                     bool(r[5]),
                 )
+
+    def cohort_snapshot_rows(
+        self, purpose: str, at_us: int
+    ) -> Iterator[tuple[SignedTreeHead | None, int, list[tuple[Any, ...]]]]:
+        """Read a consistent snapshot for a cohort: head, known-subject count, projection rows.
+
+        Yields once per page: ``(head, known_subjects, rows)`` where rows are
+        ``(subject_key, recipient, state, categories, valid_until_us, explicit, occurred_us, seq)``
+        ordered by subject key. Head, count and rows come from one read transaction (repeatable
+        read on PostgreSQL), so they describe the same ledger state.
+        """
+        opts: dict[str, Any] = {"stream_results": True, "yield_per": 50_000}
+        if self.dialect == "postgresql":
+            opts["isolation_level"] = "REPEATABLE READ"
+        with self.engine.connect().execution_options(**opts) as conn, conn.begin():
+            row = conn.execute(
+                select(tree_heads).order_by(tree_heads.c.tree_size.desc()).limit(1)
+            ).first()
+            head = self._head(row) if row is not None else None
+            known = int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(subjects)
+                    .where(subjects.c.first_occurred_us <= at_us)
+                ).scalar_one()
+            )
+            result = conn.execute(
+                select(
+                    state.c.subject_key,
+                    state.c.recipient,
+                    state.c.state,
+                    state.c.categories,
+                    state.c.valid_until_us,
+                    state.c.explicit,
+                    state.c.occurred_us,
+                    state.c.seq,
+                )
+                .where(state.c.purpose == purpose)
+                .order_by(state.c.subject_key, state.c.recipient)
+            )
+            sent = False
+            for part in result.partitions(50_000):
+                sent = True
+                yield head, known, [tuple(r) for r in part]
+            if not sent:
+                yield head, known, []
+
+    def state_at(
+        self, subject_key: str, purpose: str, recipient: str, at_us: int, tree_size: int
+    ) -> tuple[str, str, int | None, bool] | None:
+        """The state of one record at a past time, from the log (projection fallback).
+
+        Returns ``(state, categories, valid_until_us, explicit)`` or None.
+        """
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(
+                    entries.c.action,
+                    entries.c.categories,
+                    entries.c.valid_until_us,
+                    entries.c.explicit,
+                )
+                .where(
+                    entries.c.purpose == purpose,
+                    entries.c.subject_key == subject_key,
+                    entries.c.recipient == recipient,
+                    entries.c.occurred_us <= at_us,
+                    entries.c.seq < tree_size,
+                )
+                .order_by(entries.c.occurred_us.desc(), entries.c.seq.desc())
+                .limit(1)
+            ).first()
+        if row is None:
+            return None
+        return (
+            STATE_AFTER[Action(row[0])].value,
+            str(row[1]),
+            None if row[2] is None else int(row[2]),
+            bool(row[3]),
+        )
 
     def count_subjects(self, at_us: int, tree_size: int) -> int:
         """Distinct subjects with any entry recorded within ``tree_size`` and occurred by then."""

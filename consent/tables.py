@@ -87,6 +87,16 @@ state = Table(
     Column("legal_basis", String(32), nullable=False),
     Column("occurred_us", BigInteger, nullable=False),
     Column("seq", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+#: Every subject the log knows, with the time of its earliest event (cohort "no consent" counts).
+subjects = Table(
+    "consent_subjects",
+    metadata,
+    Column("subject_key", String(64), primary_key=True),
+    Column("first_occurred_us", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 preferences = Table(

@@ -78,6 +78,14 @@ def upgrade() -> None:
         sa.Column("occurred_us", sa.BigInteger(), nullable=False),
         sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("subject_key", "purpose", "recipient"),
+        sqlite_with_rowid=False,
+    )
+    op.create_table(
+        "consent_subjects",
+        sa.Column("subject_key", sa.String(64), nullable=False),
+        sa.Column("first_occurred_us", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("subject_key"),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "consent_preferences",
@@ -120,6 +128,7 @@ def downgrade() -> None:
     for table in (
         "consent_contacts",
         "consent_preferences",
+        "consent_subjects",
         "consent_state",
         "consent_ledger",
         "consent_tree_heads",
