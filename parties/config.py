@@ -1,0 +1,176 @@
+"""A node home: ``<home>/node.toml`` (who the node is, its peers and datasets) and its keys.
+
+Jobs refer to datasets by name; paths stay on the node that owns them and never cross to a peer.
+Errors name the file and the field that is wrong.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from parties.errors import NodeConfigError
+from parties.identity import NodeIdentity, fingerprint, public_key_from_text
+
+__all__ = ["CONFIG_FILE", "Dataset", "NodeConfig", "NodeRole", "Peer", "init_node"]
+
+CONFIG_FILE = "node.toml"
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+class NodeRole(StrEnum):
+    """A brand node coordinates jobs; a partner node answers them."""
+
+    BRAND = "brand"
+    PARTNER = "partner"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeSection(_Strict):
+    """Who the node is."""
+
+    name: Name
+    role: NodeRole
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+
+class ApiSection(_Strict):
+    """Where the node's control plane listens."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8700, ge=1, le=65535)
+
+
+class FlowerSection(_Strict):
+    """Flower deployment addresses (brand: where its SuperLink listens; partner: where to dial)."""
+
+    superlink: str = "127.0.0.1:9092"
+
+
+class DatabaseSection(_Strict):
+    """The node's own storage; empty means a SQLite file in the node home."""
+
+    url: str = ""
+
+
+class Peer(_Strict):
+    """Another node this node talks to."""
+
+    name: Name
+    role: NodeRole
+    public_key: str
+    address: str = ""
+
+    @field_validator("public_key")
+    @classmethod
+    def _valid_key(cls, value: str) -> str:
+        public_key_from_text(value)
+        return value.strip()
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the peer's raw public key, hex."""
+        return fingerprint(public_key_from_text(self.public_key))
+
+
+class Dataset(_Strict):
+    """A table the node registered under a name (CSV or Parquet file)."""
+
+    path: str
+    format: str = Field(default="auto", pattern=r"^(auto|csv|parquet)$")
+
+
+class NodeConfig(_Strict):
+    """The whole ``node.toml``."""
+
+    node: NodeSection
+    api: ApiSection = Field(default_factory=ApiSection)
+    flower: FlowerSection = Field(default_factory=FlowerSection)
+    database: DatabaseSection = Field(default_factory=DatabaseSection)
+    peers: list[Peer] = Field(default_factory=list)
+    datasets: dict[str, Dataset] = Field(default_factory=dict)
+
+    @classmethod
+    def load(cls, home: Path) -> NodeConfig:
+        """Read ``home/node.toml``.
+
+        Raises:
+            NodeConfigError: naming the file and the first bad field.
+        """
+        path = home / CONFIG_FILE
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise NodeConfigError(f"no {path}: run `pec node init` first") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise NodeConfigError(f"{path}: not valid TOML ({exc})") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise NodeConfigError(f"{path}: field {where}: {first['msg']}") from None
+
+    def save(self, home: Path) -> Path:
+        """Write ``home/node.toml`` atomically."""
+        path = home / CONFIG_FILE
+        partial = path.with_suffix(".toml.partial")
+        partial.write_text(tomli_w.dumps(self.model_dump(mode="json")), encoding="utf-8")
+        partial.replace(path)
+        return path
+
+    def peer(self, fingerprint_hex: str) -> Peer | None:
+        """The peer with this fingerprint, if any."""
+        return next((p for p in self.peers if p.fingerprint == fingerprint_hex), None)
+
+    def add_peer(self, peer: Peer) -> None:
+        """Add a peer (or replace the one with the same name).
+
+        Raises:
+            NodeConfigError: another peer already has this key.
+        """
+        if any(p.fingerprint == peer.fingerprint and p.name != peer.name for p in self.peers):
+            raise NodeConfigError(f"another peer already uses this public key ({peer.name})")
+        self.peers = [p for p in self.peers if p.name != peer.name] + [peer]
+
+    def dataset_path(self, home: Path, name: str) -> Path:
+        """Where a registered dataset lives.
+
+        Raises:
+            NodeConfigError: no dataset by that name.
+        """
+        try:
+            path = Path(self.datasets[name].path)
+        except KeyError:
+            known = ", ".join(sorted(self.datasets)) or "none"
+            raise NodeConfigError(f"no dataset named {name!r} (registered: {known})") from None
+        return path if path.is_absolute() else home / path
+
+
+def init_node(home: Path, name: str, role: NodeRole, *, api_port: int = 8700) -> NodeConfig:
+    """Create a node home: identity key and ``node.toml``.
+
+    Raises:
+        NodeConfigError: the home already holds a node, or the name is invalid.
+    """
+    if (home / CONFIG_FILE).exists():
+        raise NodeConfigError(f"{home} already holds a node ({CONFIG_FILE} exists)")
+    try:
+        config = NodeConfig(node=NodeSection(name=name, role=role), api=ApiSection(port=api_port))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise NodeConfigError(f"{where}: {first['msg']}") from None
+    home.mkdir(parents=True, exist_ok=True)
+    NodeIdentity.generate().save(home)
+    config.save(home)
+    return config
