@@ -760,60 +760,6 @@ class SqlLedgerStore:
                 ).scalar_one()
             )
 
-    def cohort_rows(
-        self, purpose: str, at_us: int, tree_size: int
-    ) -> Iterator[tuple[str, str, str, str, int | None, bool]]:
-        """Latest event per (subject, recipient) for a purpose, at a time, within a tree size.
-
-        Yields ``(subject_key, recipient, action, categories, valid_until_us, explicit)`` ordered
-        by subject key; streamed.
-        """
-        ranked = (
-            select(
-                entries.c.subject_key,
-                entries.c.recipient,
-                entries.c.action,
-                entries.c.categories,
-                entries.c.valid_until_us,
-                entries.c.explicit,
-                func.row_number()
-                .over(
-                    partition_by=(entries.c.subject_key, entries.c.recipient),
-                    order_by=(entries.c.occurred_us.desc(), entries.c.seq.desc()),
-                )
-                .label("rn"),
-            )
-            .where(
-                entries.c.purpose == purpose,
-                entries.c.seq < tree_size,
-                entries.c.occurred_us <= at_us,
-            )
-            .subquery()
-        )
-        stmt = (
-            select(
-                ranked.c.subject_key,
-                ranked.c.recipient,
-                ranked.c.action,
-                ranked.c.categories,
-                ranked.c.valid_until_us,
-                ranked.c.explicit,
-            )
-            .where(ranked.c.rn == 1)
-            .order_by(ranked.c.subject_key)
-        )
-        with self.engine.connect() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=20_000).execute(stmt)
-            for r in result:
-                yield (
-                    str(r[0]),
-                    str(r[1]),
-                    str(r[2]),
-                    str(r[3]),
-                    None if r[4] is None else int(r[4]),
-                    bool(r[5]),
-                )
-
     def cohort_snapshot_rows(
         self, purpose: str, at_us: int
     ) -> Iterator[tuple[SignedTreeHead | None, int, list[tuple[Any, ...]]]]:
@@ -893,17 +839,6 @@ class SqlLedgerStore:
             None if row[2] is None else int(row[2]),
             bool(row[3]),
         )
-
-    def count_subjects(self, at_us: int, tree_size: int) -> int:
-        """Distinct subjects with any entry recorded within ``tree_size`` and occurred by then."""
-        with self.engine.connect() as conn:
-            return int(
-                conn.execute(
-                    select(func.count(func.distinct(entries.c.subject_key))).where(
-                        entries.c.seq < tree_size, entries.c.occurred_us <= at_us
-                    )
-                ).scalar_one()
-            )
 
 
 __all__ = [

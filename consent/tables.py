@@ -41,8 +41,8 @@ entries = Table(
     Column("occurred_us", BigInteger, nullable=False),
     Column("valid_until_us", BigInteger, nullable=True),
     Column("explicit", Boolean, nullable=False),
-    Index("ix_consent_entries_subject", "subject_key", "seq"),
-    Index("ix_consent_entries_cohort", "purpose", "subject_key", "recipient", "occurred_us", "seq"),
+    # One secondary index serves history (a subject's few rows) and the cohort's log fallback.
+    Index("ix_consent_entries_subject", "subject_key", "purpose", "recipient"),
 )
 
 #: Hashes of every complete subtree: level 0 holds the leaf hashes, level L the subtree of

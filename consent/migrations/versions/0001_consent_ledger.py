@@ -35,11 +35,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("seq"),
         sa.UniqueConstraint("event_id"),
     )
-    op.create_index("ix_consent_entries_subject", "consent_entries", ["subject_key", "seq"])
     op.create_index(
-        "ix_consent_entries_cohort",
-        "consent_entries",
-        ["purpose", "subject_key", "recipient", "occurred_us", "seq"],
+        "ix_consent_entries_subject", "consent_entries", ["subject_key", "purpose", "recipient"]
     )
     op.create_table(
         "consent_nodes",
@@ -121,7 +118,6 @@ def downgrade() -> None:
     """Drop the ledger tables (destroys the ledger)."""
     for index, table in (
         ("ix_consent_contacts_subject", "consent_contacts"),
-        ("ix_consent_entries_cohort", "consent_entries"),
         ("ix_consent_entries_subject", "consent_entries"),
     ):
         op.drop_index(index, table_name=table)
