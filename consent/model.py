@@ -348,7 +348,11 @@ def canonical_json(value: Any) -> bytes:
 
 def format_time(value: datetime) -> str:
     """Format an aware datetime as UTC ISO 8601 with microseconds and ``Z``."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    v = value.astimezone(UTC)
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
+        f".{v.microsecond:06d}Z"
+    )
 
 
 def to_micros(value: datetime) -> int:
@@ -402,13 +406,20 @@ def _identifier(row: Mapping[str, Any], field: str, *, required: bool = True) ->
     return text
 
 
+_MEMBERS: dict[type[StrEnum], dict[str, Any]] = {}
+
+
 def _choice(row: Mapping[str, Any], field: str, enum: type[_E]) -> _E:
     text = _text(row, field).lower()
-    try:
-        return enum(text)
-    except ValueError:
+    members = _MEMBERS.get(enum)
+    if members is None:  # a dict lookup is several times cheaper than Enum(value)
+        members = _MEMBERS[enum] = {e.value: e for e in enum}
+    member = members.get(text)
+    if member is None:
         allowed = ", ".join(e.value for e in enum)
-        raise ConsentInputError(f"must be one of: {allowed}", field=field) from None
+        raise ConsentInputError(f"must be one of: {allowed}", field=field)
+    result: _E = member
+    return result
 
 
 def _bool(row: Mapping[str, Any], field: str, default: bool) -> bool:
