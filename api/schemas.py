@@ -147,6 +147,29 @@ class CohortIn(BaseModel):
     at: str | None = Field(default=None, max_length=64)
 
 
+class RecipientIn(BaseModel):
+    """A third party and what subjects are told about it (PIPL Art. 23)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=256)
+    contact: str = Field(max_length=256)
+    purposes: list[str] = Field(min_length=1, max_length=16)
+    processing_method: str = Field(max_length=256)
+    data_categories: list[str] = Field(min_length=1, max_length=64)
+
+
+class RecipientOut(BaseModel):
+    """A registered recipient."""
+
+    recipient_id: str
+    name: str
+    contact: str
+    purposes: list[str]
+    processing_method: str
+    data_categories: list[str]
+
+
 class VerifyOut(BaseModel):
     """The verifier's report."""
 

@@ -43,10 +43,12 @@ from consent.model import (
     Channel,
     ConsentEvent,
     ConsentState,
+    Recipient,
     canonical_json,
     format_time,
     parse_event,
     parse_hours,
+    parse_recipient,
     to_micros,
 )
 from consent.storage import ENTRY_COLUMNS, AppendResult, SqlLedgerStore, StoredEntry, default_url
@@ -216,6 +218,20 @@ class ConsentLedger:
         self.store.record_contact(
             self.keys.keyer.key_of(subject_id), channel.value, topic, at or self.clock()
         )
+
+    def register_recipient(self, data: Mapping[str, Any]) -> Recipient:
+        """Register or update a third-party recipient (PIPL Art. 23 notice set).
+
+        Raises:
+            ConsentInputError: a bad field.
+        """
+        recipient = parse_recipient(data)
+        self.store.put_recipient(recipient, self.clock())
+        return recipient
+
+    def recipients(self) -> list[Recipient]:
+        """All registered recipients."""
+        return self.store.recipients()
 
     def rebuild_projections(self) -> int:
         """Rebuild the current-state projections from the log."""
@@ -573,6 +589,11 @@ class ConsentLedger:
                     preferences[ev.preference.channel.value] = ev.preference.to_dict()
                     continue
                 records[(ev.purpose, ev.recipient)] = _record_27560(ev)
+        registry = {r.recipient_id: r.to_dict() for r in self.store.recipients()}
+        for record in records.values():
+            rid = record["recipient_third_party"]
+            if rid:
+                record["recipient_third_party_details"] = registry.get(rid)
         body_doc = {
             "schema_version": "ISO/IEC TS 27560:2023 (pec-1)",
             "record_id": hashlib.sha256(f"{key}:{head.tree_size}".encode()).hexdigest(),

@@ -339,6 +339,58 @@ class ConsentEvent:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """A third party and what the subject is told about it (PIPL Art. 23)."""
+
+    recipient_id: str
+    name: str
+    contact: str
+    purposes: tuple[str, ...]
+    processing_method: str
+    data_categories: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {
+            "recipient_id": self.recipient_id,
+            "name": self.name,
+            "contact": self.contact,
+            "purposes": list(self.purposes),
+            "processing_method": self.processing_method,
+            "data_categories": list(self.data_categories),
+        }
+
+
+def parse_recipient(data: Mapping[str, Any]) -> Recipient:
+    """Validate a recipient record.
+
+    Raises:
+        ConsentInputError: naming the bad field.
+    """
+    rid = _identifier(data, "recipient_id")
+    fields = {}
+    for name in ("name", "contact", "processing_method"):
+        text = _text(data, name)
+        if len(text) > 256 or any(ord(ch) < 32 for ch in text):
+            raise ConsentInputError("must be at most 256 printable characters", field=name)
+        fields[name] = text
+    purposes = sorted(set(_list(data, "purposes")))
+    if not purposes or any(p not in PURPOSES for p in purposes):
+        raise ConsentInputError("must list purposes from the taxonomy", field="purposes")
+    cats = sorted(set(_list(data, "data_categories")))
+    if not cats or any(c not in DATA_CATEGORIES for c in cats):
+        raise ConsentInputError("must list categories from the taxonomy", field="data_categories")
+    return Recipient(
+        recipient_id=rid,
+        name=fields["name"],
+        contact=fields["contact"],
+        purposes=tuple(purposes),
+        processing_method=fields["processing_method"],
+        data_categories=tuple(cats),
+    )
+
+
 def canonical_json(value: Any) -> bytes:
     """Serialize deterministically: sorted keys, no spaces, UTF-8."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(

@@ -42,6 +42,7 @@ from consent.model import (
     STATE_AFTER,
     Action,
     ConsentEvent,
+    Recipient,
     canonical_json,
     format_time,
     from_micros,
@@ -53,6 +54,7 @@ from consent.tables import (
     ledger,
     nodes,
     preferences,
+    recipients,
     state,
     subjects,
     tree_heads,
@@ -482,6 +484,45 @@ class SqlLedgerStore:
                 replayed += len(fresh)
                 start += 10_000
         return replayed
+
+    def put_recipient(self, r: Recipient, at: datetime) -> None:
+        """Insert or replace a recipient record."""
+        row = (
+            r.recipient_id,
+            r.name,
+            r.contact,
+            ";".join(r.purposes),
+            r.processing_method,
+            ";".join(r.data_categories),
+            to_micros(at),
+        )
+        mark = "%s" if self.dialect == "postgresql" else "?"
+        with self._writer.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO consent_recipients (recipient_id, name, contact, purposes, "
+                "processing_method, data_categories, updated_us) "
+                f"VALUES ({', '.join([mark] * 7)}) ON CONFLICT (recipient_id) DO UPDATE SET "
+                "name = excluded.name, contact = excluded.contact, purposes = excluded.purposes, "
+                "processing_method = excluded.processing_method, "
+                "data_categories = excluded.data_categories, updated_us = excluded.updated_us",
+                row,
+            )
+
+    def recipients(self) -> list[Recipient]:
+        """All registered recipients, by id."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(recipients).order_by(recipients.c.recipient_id)).all()
+        return [
+            Recipient(
+                recipient_id=str(r.recipient_id),
+                name=str(r.name),
+                contact=str(r.contact),
+                purposes=tuple(p for p in str(r.purposes).split(";") if p),
+                processing_method=str(r.processing_method),
+                data_categories=tuple(c for c in str(r.data_categories).split(";") if c),
+            )
+            for r in rows
+        ]
 
     def record_contact(self, subject_key: str, channel: str, topic: str, at: datetime) -> None:
         """Record that a subject was contacted (feeds frequency caps)."""

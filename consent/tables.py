@@ -114,6 +114,20 @@ preferences = Table(
     Column("seq", BigInteger, nullable=False),
 )
 
+#: Third parties data may go to, with the PIPL Art. 23 notice set (name, contact, purposes,
+#: processing method, categories). Reference data: the consent itself is in the log.
+recipients = Table(
+    "consent_recipients",
+    metadata,
+    Column("recipient_id", String(128), primary_key=True),
+    Column("name", String(256), nullable=False),
+    Column("contact", String(256), nullable=False),
+    Column("purposes", Text, nullable=False),
+    Column("processing_method", String(256), nullable=False),
+    Column("data_categories", Text, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+)
+
 #: Contacts actually made (operational data for frequency caps; not part of the Merkle log).
 contacts = Table(
     "consent_contacts",

@@ -13,7 +13,7 @@ import tempfile
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
@@ -28,6 +28,8 @@ from api.schemas import (
     DecisionOut,
     EventsIn,
     InclusionOut,
+    RecipientIn,
+    RecipientOut,
     SignedDocument,
     SubjectIn,
     TreeHeadWithKeyOut,
@@ -207,6 +209,26 @@ def consistency(
 def verify(ledger: LedgerDep, _: ComplianceRole) -> VerifyOut:
     """Recompute every leaf, subtree and signed tree head; ``ok`` false names the bad entry."""
     return VerifyOut.model_validate(ledger.verify().to_dict())
+
+
+@router.put("/recipients/{recipient_id}", responses=_ERRORS, summary="Register a recipient")
+def put_recipient(
+    recipient_id: Annotated[
+        str, Path(max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+    ],
+    body: RecipientIn,
+    ledger: LedgerDep,
+    _: AdminRole,
+) -> RecipientOut:
+    """Register or update a third party and its PIPL Art. 23 notice set."""
+    r = ledger.register_recipient({"recipient_id": recipient_id, **body.model_dump()})
+    return RecipientOut.model_validate(r.to_dict())
+
+
+@router.get("/recipients", responses=_ERRORS, summary="List recipients")
+def list_recipients(ledger: LedgerDep, _: ReaderRole) -> list[RecipientOut]:
+    """All registered third parties."""
+    return [RecipientOut.model_validate(r.to_dict()) for r in ledger.recipients()]
 
 
 @router.post("/projections/rebuild", responses=_ERRORS, summary="Rebuild projections")

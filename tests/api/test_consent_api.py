@@ -156,3 +156,34 @@ def test_record_check_withdraw_audit(client: TestClient, ledger: ConsentLedger) 
 
 def test_health_needs_no_token(client: TestClient) -> None:
     assert client.get("/health").json() == {"status": "ok"}
+
+
+def test_recipient_registry_feeds_receipts(client: TestClient) -> None:
+    body = {
+        "name": "Ping An Insurance",
+        "contact": "dpo@example.com",
+        "purposes": ["marketing.lead_scoring"],
+        "processing_method": "vertical federated scoring; no raw data leaves the brand",
+        "data_categories": ["identifier.phone", "income_level"],
+    }
+    assert (
+        client.put("/consent/recipients/ins-co", json=body, headers=auth("ingest")).status_code
+        == 403
+    )
+    r = client.put("/consent/recipients/ins-co", json=body, headers=auth("admin"))
+    bad = client.put(
+        "/consent/recipients/ins-co",
+        json={**body, "purposes": ["marketing.spam"]},
+        headers=auth("admin"),
+    )
+    client.post(
+        "/consent/events", json=_events(event(1, recipient="ins-co")), headers=auth("ingest")
+    )
+    rec = client.post("/consent/receipt", json={"subject_id": "alice"}, headers=auth("compliance"))
+
+    assert r.status_code == 200 and r.json()["recipient_id"] == "ins-co"
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-1] == "purposes"
+    listed = client.get("/consent/recipients", headers=auth("compliance")).json()
+    assert [x["recipient_id"] for x in listed] == ["ins-co"]
+    details = rec.json()["consent_records"][0]["recipient_third_party_details"]
+    assert details["name"] == "Ping An Insurance"

@@ -424,3 +424,20 @@ def test_fast_payload_equals_the_canonical_payload() -> None:
     assert _payload_from_content(7, "2026-01-01T00:00:00.000000Z", content) == leaf_payload(
         7, when, ev
     )
+
+
+def test_recipient_registry_validates_and_upserts(ledger: ConsentLedger) -> None:
+    base = {
+        "recipient_id": "ins-co",
+        "name": "Insurer",
+        "contact": "dpo@insurer.example",
+        "purposes": "marketing.lead_scoring",
+        "processing_method": "federated scoring",
+        "data_categories": "identifier.phone;income_level",
+    }
+    ledger.register_recipient(base)
+    ledger.register_recipient({**base, "name": "Insurer Ltd"})
+    with pytest.raises(ConsentInputError) as info:
+        ledger.register_recipient({**base, "data_categories": "shoe_size"})
+    assert info.value.field == "data_categories"
+    assert [(r.recipient_id, r.name) for r in ledger.recipients()] == [("ins-co", "Insurer Ltd")]
