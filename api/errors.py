@@ -1,7 +1,8 @@
 """Domain errors become HTTP responses here, and only here.
 
 ``ConsentInputError`` → 422 with ``loc`` naming the field (and the event's index for batches);
-``UnknownSubjectError`` → 404; ``ProofError`` → 422; any other ``PecError`` → 400. Bodies carry a
+``UnknownSubjectError`` → 404; ``ProofError`` → 422; ``LedgerBusyError`` → 503; any other
+``PecError`` → 400. Bodies carry a
 ``code`` and a reason, never a raw identifier.
 """
 
@@ -10,7 +11,12 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from consent.errors import ConsentInputError, ProofError, UnknownSubjectError
+from consent.errors import (
+    ConsentInputError,
+    LedgerBusyError,
+    ProofError,
+    UnknownSubjectError,
+)
 from pec.errors import PecError
 
 
@@ -42,6 +48,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _proof(_: Request, exc: ProofError) -> JSONResponse:
         return JSONResponse(
             status_code=422, content={"detail": str(exc), "code": "bad_proof_request"}
+        )
+
+    @app.exception_handler(LedgerBusyError)
+    async def _busy(_: Request, exc: LedgerBusyError) -> JSONResponse:
+        return JSONResponse(
+            status_code=503,
+            content={"detail": str(exc), "code": "ledger_busy"},
+            headers={"Retry-After": "5"},
         )
 
     @app.exception_handler(PecError)

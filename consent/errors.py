@@ -10,6 +10,7 @@ subject identifier, a key or a secret.
         ├── UnknownSubjectError (LookupError)            no event for that subject
         ├── LedgerIntegrityError                         verification failed; names the bad entry
         ├── ProofError (ValueError)                      a proof cannot be built for these sizes
+        ├── LedgerBusyError                              another writer held the ledger too long
         └── LedgerKeyError                               a node key is missing, unreadable, unsafe
 """
 
@@ -85,6 +86,10 @@ class LedgerIntegrityError(ConsentError):
 
 class ProofError(ConsentError, ValueError):
     """A proof was asked for sizes or indices the ledger cannot answer."""
+
+
+class LedgerBusyError(ConsentError):
+    """Another process kept the ledger locked past the wait limit; retry later."""
 
 
 class LedgerKeyError(ConsentError):

@@ -33,9 +33,14 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError
 
-from consent.errors import ConsentError, ConsentInputError, DuplicateEventError
+from consent.errors import (
+    ConsentError,
+    ConsentInputError,
+    DuplicateEventError,
+    LedgerBusyError,
+)
 from consent.keys import LedgerKeys
 from consent.merkle import EMPTY_ROOT, Frontier, leaf_hash
 from consent.model import (
@@ -88,7 +93,7 @@ def normalize_url(url: str) -> URL:
     return parsed
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, busy_timeout: float = 60.0) -> Engine:
     """Create an engine for the ledger with the settings appends rely on.
 
     SQLite: WAL journal, ``synchronous=NORMAL`` (durable across process crashes), a 60 s busy
@@ -98,7 +103,9 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed, connect_args={"timeout": 60, "check_same_thread": False})
+        engine = create_engine(
+            parsed, connect_args={"timeout": busy_timeout, "check_same_thread": False}
+        )
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -106,7 +113,7 @@ def make_engine(url: str) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             cur.execute("PRAGMA cache_size=-65536")  # 64 MiB: index inserts of big imports
             cur.close()
 
@@ -233,9 +240,13 @@ class SqlLedgerStore:
         self._writer = engine.execution_options(pec_write=True)
 
     @classmethod
-    def open(cls, url: str, *, create: bool = True) -> SqlLedgerStore:
-        """Open (and by default migrate) the ledger at ``url``."""
-        engine = make_engine(url)
+    def open(cls, url: str, *, create: bool = True, busy_timeout: float = 60.0) -> SqlLedgerStore:
+        """Open (and by default migrate) the ledger at ``url``.
+
+        ``busy_timeout`` is how long a SQLite writer waits for another one before
+        :class:`LedgerBusyError`.
+        """
+        engine = make_engine(url, busy_timeout=busy_timeout)
         if create:
             migrate(engine)
         return cls(engine)
@@ -269,6 +280,21 @@ class SqlLedgerStore:
         Raises:
             DuplicateEventError: an ``event_id`` reused with different content.
         """
+        try:
+            return self._append(items, keys, now, source=source)
+        except OperationalError as exc:
+            if "locked" in str(exc.orig).lower():
+                raise LedgerBusyError("the ledger is locked by another writer; retry") from None
+            raise
+
+    def _append(
+        self,
+        items: Iterable[tuple[int, ConsentEvent]],
+        keys: LedgerKeys,
+        now: Callable[[], datetime],
+        *,
+        source: str,
+    ) -> AppendResult:
         appended = skipped = 0
         first_seq: int | None = None
         head: SignedTreeHead | None = None

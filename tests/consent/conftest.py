@@ -5,17 +5,16 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from ledger_helpers import Clock
 
 from consent.keys import LedgerKeys
 from consent.ledger import ConsentLedger
 from consent.storage import SqlLedgerStore
 
 PG_ADMIN_URL = os.environ.get("PEC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-FIXED_NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 
 def pg_available() -> bool:
@@ -70,16 +69,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             yield url
         finally:
             drop()
-
-
-class Clock:
-    """A settable clock."""
-
-    def __init__(self, now: datetime = FIXED_NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

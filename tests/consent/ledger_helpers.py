@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+
+FIXED_NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 
 def event(i: int | str, subject: str = "alice", **over: Any) -> dict[str, Any]:
@@ -24,3 +27,13 @@ def event(i: int | str, subject: str = "alice", **over: Any) -> dict[str, Any]:
     }
     row.update(over)
     return row
+
+
+class Clock:
+    """A settable clock."""
+
+    def __init__(self, now: datetime = FIXED_NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now

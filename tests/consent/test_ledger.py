@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
-from ledger_helpers import event
+from ledger_helpers import Clock, event
 from sqlalchemy import delete, insert, select, text, update
 
 from consent.errors import ConsentInputError, DuplicateEventError, ProofError, UnknownSubjectError
@@ -441,3 +442,25 @@ def test_recipient_registry_validates_and_upserts(ledger: ConsentLedger) -> None
         ledger.register_recipient({**base, "data_categories": "shoe_size"})
     assert info.value.field == "data_categories"
     assert [(r.recipient_id, r.name) for r in ledger.recipients()] == [("ins-co", "Insurer Ltd")]
+
+
+def test_a_writer_blocked_past_the_limit_gets_ledger_busy(
+    tmp_path: Path, keys: LedgerKeys, clock: Clock
+) -> None:
+    import sqlite3
+
+    from consent.errors import LedgerBusyError
+    from consent.storage import SqlLedgerStore
+
+    path = tmp_path / "busy.sqlite3"
+    store = SqlLedgerStore.open(f"sqlite:///{path}", busy_timeout=0.2)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the ledger
+    try:
+        with pytest.raises(LedgerBusyError):
+            ConsentLedger(store, keys, clock).record([event(1)])
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert ConsentLedger(store, keys, clock).record([event(1)]).appended == 1
+    store.close()
