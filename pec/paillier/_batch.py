@@ -88,6 +88,13 @@ def obfuscator_chunk(spec: EncryptSpec, exponents: list[int]) -> list[Mpz]:
     return encrypt_chunk(spec, [0] * len(exponents), exponents)
 
 
+def textbook_zero_chunk(n: int, rs: list[int]) -> list[Mpz]:
+    """Encryptions of zero ``r^n mod n²`` for the given units ``r`` (re-randomizers)."""
+    nn = gmpy2.mpz(n)
+    nsq = nn * nn
+    return [gmpy2.powmod(r, nn, nsq) for r in rs]
+
+
 @lru_cache(maxsize=4)
 def _decrypt_consts(p: int, q: int) -> tuple[Mpz, Mpz, Mpz, Mpz, Mpz, Mpz, Mpz]:
     mp, mq = gmpy2.mpz(p), gmpy2.mpz(q)

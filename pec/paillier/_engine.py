@@ -11,7 +11,6 @@ It never logs plaintexts, ciphertexts or keys.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import multiprocessing
 import os
 import secrets
@@ -47,7 +46,8 @@ DEFAULT_WINDOW_BITS = 8
 process for a 2048-bit key) for one multiplication per 8 exponent bits."""
 
 RERANDOMIZE_EXTRA_BITS = 128
-"""Extra exponent bits of re-randomizing obfuscators beyond ``bits(n)`` (statistical hiding)."""
+"""Extra random bits drawn for the textbook ``r`` of a re-randomizer beyond ``bits(n)``, so that
+``r mod n`` is within statistical distance ``2^-128`` of uniform."""
 
 DEFAULT_CHUNK = 4096
 """Elements per task sent to a worker process."""
@@ -280,11 +280,6 @@ class PaillierEngine:
             p=private_key.p if private_key else 0,
             q=private_key.q if private_key else 0,
         )
-        # Re-randomization must be statistically independent of whatever randomness the input
-        # carries, so its exponent covers the whole group <h_s> (order < n) plus 128 bits.
-        self._spec_full = dataclasses.replace(
-            self._spec, obfuscator_bits=public_key.n.bit_length() + RERANDOMIZE_EXTRA_BITS
-        )
 
     def __repr__(self) -> str:
         return (
@@ -400,10 +395,10 @@ class PaillierEngine:
         self._collect()
         return len(self._obfuscators)
 
-    def _encrypt_ints(self, plaintexts: list[int], *, full_width: bool = False) -> list[Mpz]:
-        if not full_width and self._pending:
+    def _encrypt_ints(self, plaintexts: list[int]) -> list[Mpz]:
+        if self._pending:
             self._collect()
-        if not full_width and self._obfuscators:
+        if self._obfuscators:
             n, nsq = self.public_key.n, self.public_key.nsquare
             stock = self._obfuscators
             take = min(len(plaintexts), len(stock))
@@ -411,7 +406,7 @@ class PaillierEngine:
             return head + self._encrypt_ints(plaintexts[take:]) if take < len(plaintexts) else head
         if not plaintexts:
             return []
-        spec = self._spec_full if full_width else self._spec
+        spec = self._spec
         exps = [self._randbits(spec.obfuscator_bits) for _ in plaintexts]
         size = self._chunk_size_for(len(plaintexts))
         tasks = [(spec, plaintexts[s], exps[s]) for s in _chunks(len(plaintexts), size)]
@@ -420,20 +415,41 @@ class PaillierEngine:
             out.extend(part)
         return out
 
+    def _fresh_zeros(self, count: int) -> list[Mpz]:
+        """Textbook encryptions of zero ``r^n mod n²`` with ``r`` uniform in ``Z*_n``.
+
+        Deliberately not the fixed-base method: these must be uniform among all ``n``-th residues
+        whatever ``h_s`` the key holder announced. Costly (one full exponentiation each), so only
+        used on the few ciphertexts that go back to the key holder.
+        """
+        n = self.public_key.n
+        rs: list[int] = []
+        while len(rs) < count:
+            r = self._randbits(n.bit_length() + RERANDOMIZE_EXTRA_BITS) % n
+            if gmpy2.gcd(r, n) == 1:
+                rs.append(r)
+        size = self._chunk_size_for(count)
+        out: list[Mpz] = []
+        for part in self._map(
+            _batch.textbook_zero_chunk, [(n, rs[s]) for s in _chunks(count, size)]
+        ):
+            out.extend(part)
+        return out
+
     def rerandomize(self, vector: EncryptedVector) -> EncryptedVector:
-        """Multiply every ciphertext by a fresh, full-width encryption of zero.
+        """Multiply every ciphertext by a fresh textbook encryption of zero ``r^n``.
 
         Required before a ciphertext computed from one's own secrets goes back to the key holder:
         the randomness of ``∏ c_i^x_i`` is ``∏ ρ_i^x_i``, a function of the secret ``x`` and of
-        obfuscators the key holder chose. The fresh factor ``h_s^a`` with ``a`` of
-        ``bits(n) + 128`` bits is within statistical distance ``2^-128`` of uniform on ``<h_s>``,
-        which makes the product's randomness independent of ``x``.
+        obfuscators the key holder chose. Multiplying by ``r^n`` with ``r`` uniform in ``Z*_n``
+        (statistically, 128 spare bits) makes the result's randomness a uniform ``n``-th residue,
+        independent of ``x``, of the input's randomness and of the announced ``h_s``.
 
         Raises:
             KeyMismatchError: ``vector`` is under another key.
         """
         self.public_key.check_same(vector.public_key)
-        zeros = self._encrypt_ints([0] * len(vector), full_width=True)
+        zeros = self._fresh_zeros(len(vector))
         nsq = self.public_key.nsquare
         cts = tuple(c * z % nsq for c, z in zip(vector.ciphertexts, zeros, strict=True))
         return EncryptedVector(self.public_key, cts, vector.exponent, vector.bound_bits)
@@ -568,7 +584,7 @@ class PaillierEngine:
             for c in reversed(group):
                 acc = gmpy2.powmod(acc, shift, nsq) * c % nsq * offset_ct % nsq
             packed.append(acc)
-        zeros = self._encrypt_ints([0] * len(packed), full_width=True)
+        zeros = self._fresh_zeros(len(packed))
         cts = tuple(c * z % nsq for c, z in zip(packed, zeros, strict=True))
         return PackedCiphertexts(self.public_key, cts, layout, len(vector), vector.exponent)
 

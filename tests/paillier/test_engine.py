@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 import pec.paillier
-from pec.paillier import KeyPair, PaillierEngine, encode_matrix
+from pec.paillier import (
+    KeyPair,
+    PaillierEngine,
+    PublicKey,
+    encode_int_vector,
+    encode_matrix,
+    hazmat,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -114,3 +121,18 @@ def test_precompute_async_fills_the_stock_for_later_encryptions(keys: KeyPair) -
         np.testing.assert_array_equal(engine.decrypt(encrypted), np.arange(12.0))
         engine.precompute_async(3)
         assert engine.precomputed == 3
+
+
+def test_rerandomization_does_not_rely_on_the_announced_base(keys: KeyPair) -> None:
+    # Prepare: a key holder announcing a degenerate base h_s = 1 (deterministic "encryption")
+    n = keys.public_key.n
+    weak = PaillierEngine(PublicKey(n=n, h_s=1), workers=1)
+    encrypted = weak.encrypt_encoded(encode_int_vector([5]))
+    assert encrypted.ciphertexts[0] == 1 + 5 * n
+
+    # Execute
+    fresh = weak.rerandomize(encrypted)
+
+    # Assert: the textbook re-randomizer still hides it, and the plaintext is unchanged
+    assert fresh.ciphertexts[0] != encrypted.ciphertexts[0]
+    assert hazmat.raw_decrypt(keys.private_key.p, keys.private_key.q, fresh.ciphertexts[0]) == 5
