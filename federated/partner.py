@@ -33,6 +33,7 @@ from federated.messages import (
 from federated.model import LinearPart, OptimizerConfig
 from pec.paillier import (
     DEFAULT_FEATURE_BITS,
+    DEFAULT_KEY_BITS,
     EncodedMatrix,
     EncryptedVector,
     PaillierEngine,
@@ -69,6 +70,8 @@ class PartnerConfig:
     mask_bits: int = MASK_STATISTICAL_BITS
     workers: int = 1
     min_batch_rows: int = 1
+    min_key_bits: int = DEFAULT_KEY_BITS
+    """Smallest Paillier modulus the partner accepts from a brand (tests lower it for speed)."""
 
 
 class PartnerTrainer:
@@ -166,6 +169,8 @@ class PartnerTrainer:
         key = PublicKey(n=msg.n, h_s=msg.h_s, obfuscator_bits=msg.obfuscator_bits)
         if key.fingerprint != msg.fingerprint:
             raise ProtocolError("the announced key does not match its fingerprint")
+        if key.key_bits < self.config.min_key_bits:
+            raise ProtocolError(f"a {key.key_bits}-bit key is below the partner's minimum")
         if msg.train_rows != len(self._x_train) or msg.valid_rows != len(self._x_valid):
             raise ProtocolError("row counts differ from the partner's aligned data")
         self._engine = PaillierEngine(key, workers=self.config.workers)

@@ -57,7 +57,10 @@ def train(split: Split, epochs: int, batch_size: int, learning_rate: float) -> R
         config,
     )
     partner = PartnerTrainer(
-        "job-test", split.xp["train"], split.xp["valid"], PartnerConfig(optimizer=config.optimizer)
+        "job-test",
+        split.xp["train"],
+        split.xp["valid"],
+        PartnerConfig(optimizer=config.optimizer, min_key_bits=512),
     )
     transcript = run_in_process(brand, partner)
     scores = brand.brand_scores(split.xb["test"]) + partner.score(split.xp["test"])

@@ -11,6 +11,7 @@ import federated
 from federated import (
     BrandStage,
     BrandTrainer,
+    PartnerConfig,
     PartnerStage,
     PartnerTrainer,
     ProtocolError,
@@ -47,7 +48,7 @@ def make_roles(keys: KeyPair, epochs: int = 2) -> tuple[BrandTrainer, PartnerTra
     y = (xb[:, 0] + xp[:, 0] + rng.normal(size=60) > 0).astype(float)
     config = TrainingConfig(epochs=epochs, batch_size=25)
     brand = BrandTrainer("job", keys, xb[:50], y[:50], xb[50:], y[50:], config)
-    partner = PartnerTrainer("job", xp[:50], xp[50:])
+    partner = PartnerTrainer("job", xp[:50], xp[50:], PartnerConfig(min_key_bits=512))
     return brand, partner
 
 
@@ -201,7 +202,15 @@ def test_brand_with_worker_processes_pipelines_obfuscators(keys: KeyPair) -> Non
     y = (xb[:, 0] - xp[:, 1] > 0).astype(float)
     config = TrainingConfig(epochs=1, batch_size=15, workers=2)
     brand = BrandTrainer("job", keys, xb[:30], y[:30], xb[30:], y[30:], config)
-    partner = PartnerTrainer("job", xp[:30], xp[30:])
+    partner = PartnerTrainer("job", xp[:30], xp[30:], PartnerConfig(min_key_bits=512))
     run_in_process(brand, partner)
     assert brand.stage is BrandStage.DONE
     assert len(brand.history) == 1
+
+
+def test_partner_refuses_keys_below_its_minimum(keys: KeyPair) -> None:
+    brand, _ = make_roles(keys)
+    strict = PartnerTrainer("job", np.zeros((50, 3)), np.zeros((10, 3)))  # default: 2048 bits
+    with pytest.raises(ProtocolError):
+        strict.handle(brand.start())
+    brand.close()
