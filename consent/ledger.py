@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -482,50 +481,74 @@ class ConsentLedger:
         at_us = to_micros(when)
         head: SignedTreeHead | None = None
         known = 0
-        counts: Counter[str] = Counter()
+        counts: dict[str, int] = {}
         digest = hashlib.sha256()
         eligible = 0
         seen = 0
+        given = ConsentState.GIVEN.value
+        need_sensitive = any(c in SENSITIVE_CATEGORIES for c in cats)
+        wanted = set(cats)
+        # Per subject: the record for the wanted recipient, and whether any other exists.
+        current: str | None = None
+        mine: tuple[str, str, int | None, bool] | None = None
+        other = False
+        batch: list[str] = []
 
-        def records() -> Iterator[tuple[str, str, str, str, int | None, bool]]:
-            nonlocal head, known
-            for page_head, page_known, rows in self.store.cohort_snapshot_rows(purpose, at_us):
-                head, known = page_head, page_known
-                size = head.tree_size if head else 0
-                for subject, rcpt, st, cats_, valid, explicit, occurred, seq in rows:
-                    if occurred > at_us or seq >= size:
-                        # The projection is newer than the cut: read this record from the log.
-                        past = self.store.state_at(subject, purpose, rcpt, at_us, size)
-                        if past is None:
-                            continue
-                        st, cats_, valid, explicit = past
-                    yield subject, rcpt, st, cats_, valid, bool(explicit)
-
-        for subject, rows in _group(records()):
+        def settle() -> None:
+            nonlocal eligible, seen
             seen += 1
-            mine = next((r for r in rows if r[1] == recipient), None)
-            row = (
-                None
-                if mine is None
-                else {
-                    "state": mine[2],
-                    "categories": mine[3],
-                    "valid_until_us": mine[4],
-                    "explicit": mine[5],
-                }
-            )
-            reason = _classify_state(
-                row, recipient, cats, at_us, has_other=len(rows) > (mine is not None)
-            )
-            if reason is None:
-                eligible += 1
-                digest.update(subject.encode("ascii") + b"\n")
-                if sink is not None:
-                    sink(subject)
+            if mine is None:
+                reason = "other_recipient" if other else "no_consent"
             else:
-                counts[reason.value] += 1
+                st, granted, valid_until, explicit = mine
+                if st != given:
+                    reason = st  # refused / withdrawn / expired / invalidated
+                elif valid_until is not None and valid_until <= at_us:
+                    reason = "expired"
+                elif (cats and not wanted <= set(granted.split(";"))) or (
+                    need_sensitive and not explicit
+                ):
+                    reason = "categories_not_covered"
+                else:
+                    eligible += 1
+                    assert current is not None
+                    batch.append(current)
+                    return
+            counts[reason] = counts.get(reason, 0) + 1
+
+        for page_head, page_known, rows in self.store.cohort_snapshot_rows(purpose, at_us):
+            head, known = page_head, page_known
+            size = head.tree_size if head else 0
+            for subject, rcpt, st, granted, valid_until, explicit, occurred, seq in rows:
+                if occurred > at_us or seq >= size:
+                    # The projection is newer than the cut: read this record from the log.
+                    past = self.store.state_at(subject, purpose, rcpt, at_us, size)
+                    if past is None:
+                        continue
+                    st, granted, valid_until, explicit = past
+                if subject != current:
+                    if current is not None:
+                        settle()
+                    current, mine, other = subject, None, False
+                if rcpt == recipient:
+                    mine = (st, granted, valid_until, bool(explicit))
+                else:
+                    other = True
+            if batch:
+                digest.update("".join(k + "\n" for k in batch).encode("ascii"))
+                if sink is not None:
+                    for k in batch:
+                        sink(k)
+                batch.clear()
+        if current is not None:
+            settle()
+            if batch:
+                digest.update("".join(k + "\n" for k in batch).encode("ascii"))
+                if sink is not None:
+                    for k in batch:
+                        sink(k)
         if known > seen:
-            counts[Exclusion.NO_CONSENT.value] += known - seen
+            counts[Exclusion.NO_CONSENT.value] = counts.get("no_consent", 0) + known - seen
         return CohortSnapshot(
             purpose=purpose,
             recipient=recipient,

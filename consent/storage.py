@@ -837,7 +837,7 @@ class SqlLedgerStore:
         ordered by subject key. Head, count and rows come from one read transaction (repeatable
         read on PostgreSQL), so they describe the same ledger state.
         """
-        opts: dict[str, Any] = {"stream_results": True, "yield_per": 50_000}
+        opts: dict[str, Any] = {}
         if self.dialect == "postgresql":
             opts["isolation_level"] = "REPEATABLE READ"
         with self.engine.connect().execution_options(**opts) as conn, conn.begin():
@@ -852,26 +852,30 @@ class SqlLedgerStore:
                     .where(subjects.c.first_occurred_us <= at_us)
                 ).scalar_one()
             )
-            result = conn.execute(
-                select(
-                    state.c.subject_key,
-                    state.c.recipient,
-                    state.c.state,
-                    state.c.categories,
-                    state.c.valid_until_us,
-                    state.c.explicit,
-                    state.c.occurred_us,
-                    state.c.seq,
+            # Rows go straight from the driver (a server-side cursor on PostgreSQL): a million
+            # SQLAlchemy Row objects would cost more than the query.
+            raw: Any = conn.connection.driver_connection
+            pg = self.dialect == "postgresql"
+            cur = raw.cursor(name="pec_cohort") if pg else raw.cursor()
+            try:
+                cur.execute(
+                    "SELECT subject_key, recipient, state, categories, valid_until_us, explicit, "
+                    "occurred_us, seq FROM consent_state WHERE purpose = "
+                    + ("%s" if pg else "?")
+                    + " ORDER BY subject_key, recipient",
+                    (purpose,),
                 )
-                .where(state.c.purpose == purpose)
-                .order_by(state.c.subject_key, state.c.recipient)
-            )
-            sent = False
-            for part in result.partitions(50_000):
-                sent = True
-                yield head, known, [tuple(r) for r in part]
-            if not sent:
-                yield head, known, []
+                sent = False
+                while True:
+                    part = cur.fetchmany(50_000)
+                    if not part:
+                        break
+                    sent = True
+                    yield head, known, part
+                if not sent:
+                    yield head, known, []
+            finally:
+                cur.close()
 
     def state_at(
         self, subject_key: str, purpose: str, recipient: str, at_us: int, tree_size: int
