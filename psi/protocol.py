@@ -385,7 +385,9 @@ class PsiParty:
             return self._on_peer_masked(message)
         if isinstance(message, Points):
             return self._on_my_double(message)
-        return self._on_labels(message)
+        if isinstance(message, Labels):
+            return self._on_labels(message)
+        raise UnexpectedMessage(f"{type(message).__name__} does not belong to this protocol")
 
     def _next_seq(self) -> int:
         seq = self._seq_out

@@ -26,6 +26,10 @@ from psi.errors import MalformedMessage
 __all__ = [
     "PROTOCOL",
     "Abort",
+    "AggCiphers",
+    "AggHello",
+    "AggRelease",
+    "AggSum",
     "Hello",
     "Labels",
     "Message",
@@ -67,6 +71,10 @@ class _Type(IntEnum):
     POINTS = 2
     LABELS = 3
     ABORT = 4
+    AGG_HELLO = 5
+    AGG_CIPHERS = 6
+    AGG_SUM = 7
+    AGG_RELEASE = 8
 
 
 @dataclass(frozen=True)
@@ -131,7 +139,61 @@ class Abort:
     reason: str
 
 
-Message = Hello | Points | Labels | Abort
+@dataclass(frozen=True)
+class AggHello:
+    """Opens an intersection-aggregate run; the partner's also carries its Paillier public key."""
+
+    run_id: str
+    sender: Role
+    seq: int
+    protocol: str
+    rules: str
+    kind: str
+    salt_share: bytes
+    size: int
+    public_n: int = 0
+    public_hs: int = 0
+    obfuscator_bits: int = 0
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AggCiphers:
+    """A chunk of the partner's records: ``count`` times (masked point | ciphertext)."""
+
+    run_id: str
+    sender: Role
+    seq: int
+    chunk: int
+    count: int
+    ct_width: int
+    body: bytes
+
+
+@dataclass(frozen=True)
+class AggSum:
+    """The brand's homomorphic sum over the matched records, re-randomized."""
+
+    run_id: str
+    sender: Role
+    seq: int
+    ciphertext: int
+
+
+@dataclass(frozen=True)
+class AggRelease:
+    """What the partner releases: cell counts (None where suppressed), and how."""
+
+    run_id: str
+    sender: Role
+    seq: int
+    cells: tuple[tuple[str, int | None], ...]
+    min_cell: int
+    epsilon: float | None
+
+
+AggMessage = AggHello | AggCiphers | AggSum | AggRelease
+Message = Hello | Points | Labels | Abort | AggHello | AggCiphers | AggSum | AggRelease
 
 
 def _frame(kind: _Type, header: dict[str, Any], body: bytes) -> bytes:
@@ -166,6 +228,35 @@ def to_wire(message: Message) -> bytes:
         return _frame(_Type.POINTS, header, message.body)
     if isinstance(message, Abort):
         return _frame(_Type.ABORT, base | {"code": message.code, "reason": message.reason}, b"")
+    if isinstance(message, AggHello):
+        header = base | {
+            "protocol": message.protocol,
+            "rules": message.rules,
+            "kind": message.kind,
+            "salt_share": message.salt_share.hex(),
+            "size": message.size,
+            "public_n": format(message.public_n, "x"),
+            "public_hs": format(message.public_hs, "x"),
+            "obfuscator_bits": message.obfuscator_bits,
+            "groups": list(message.groups),
+        }
+        return _frame(_Type.AGG_HELLO, header, b"")
+    if isinstance(message, AggCiphers):
+        header = base | {
+            "chunk": message.chunk,
+            "count": message.count,
+            "ct_width": message.ct_width,
+        }
+        return _frame(_Type.AGG_CIPHERS, header, message.body)
+    if isinstance(message, AggSum):
+        return _frame(_Type.AGG_SUM, base | {"ciphertext": format(message.ciphertext, "x")}, b"")
+    if isinstance(message, AggRelease):
+        header = base | {
+            "cells": [[label, value] for label, value in message.cells],
+            "min_cell": message.min_cell,
+            "epsilon": message.epsilon,
+        }
+        return _frame(_Type.AGG_RELEASE, header, b"")
     header = base | {
         "slot": message.slot,
         "chunk": message.chunk,
@@ -298,4 +389,61 @@ def from_wire(frame: bytes) -> Message:
         )
     if kind == _Type.ABORT:
         return Abort(run_id, sender, seq, _str(header, "code"), _str(header, "reason"))
+    if kind in (_Type.AGG_HELLO, _Type.AGG_SUM, _Type.AGG_RELEASE) and body:
+        raise MalformedMessage("this message carries no body")
+    if kind == _Type.AGG_HELLO:
+        try:
+            salt = bytes.fromhex(_str(header, "salt_share"))
+            public_n = int(_str(header, "public_n"), 16)
+            public_hs = int(_str(header, "public_hs"), 16)
+        except ValueError:
+            raise MalformedMessage("salt and public key fields must be hex") from None
+        return AggHello(
+            run_id=run_id,
+            sender=sender,
+            seq=seq,
+            protocol=_str(header, "protocol"),
+            rules=_str(header, "rules"),
+            kind=_str(header, "kind"),
+            salt_share=salt,
+            size=_int(header, "size"),
+            public_n=public_n,
+            public_hs=public_hs,
+            obfuscator_bits=_int(header, "obfuscator_bits"),
+            groups=_strs(header, "groups"),
+        )
+    if kind == _Type.AGG_CIPHERS:
+        count, ct_width = _int(header, "count"), _int(header, "ct_width", 1)
+        if len(body) != count * (32 + ct_width):
+            raise MalformedMessage(
+                f"ciphers body has {len(body)} bytes, header says {count}x(32+{ct_width})"
+            )
+        return AggCiphers(run_id, sender, seq, _int(header, "chunk"), count, ct_width, body)
+    if kind == _Type.AGG_SUM:
+        try:
+            ciphertext = int(_str(header, "ciphertext"), 16)
+        except ValueError:
+            raise MalformedMessage("the sum must be hex") from None
+        return AggSum(run_id, sender, seq, ciphertext)
+    if kind == _Type.AGG_RELEASE:
+        cells = header.get("cells")
+        if not isinstance(cells, list) or not all(
+            isinstance(c, list)
+            and len(c) == 2
+            and isinstance(c[0], str)
+            and (c[1] is None or (isinstance(c[1], int) and not isinstance(c[1], bool)))
+            for c in cells
+        ):
+            raise MalformedMessage("header field 'cells' must be [label, count|null] pairs")
+        epsilon = header.get("epsilon")
+        if epsilon is not None and not isinstance(epsilon, int | float):
+            raise MalformedMessage("header field 'epsilon' must be a number or null")
+        return AggRelease(
+            run_id,
+            sender,
+            seq,
+            tuple((c[0], c[1]) for c in cells),
+            _int(header, "min_cell"),
+            None if epsilon is None else float(epsilon),
+        )
     raise MalformedMessage(f"unknown message type {kind}")
