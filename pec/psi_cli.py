@@ -127,6 +127,57 @@ def run_with_progress(
         return run_psi_local(left, right, out, options, progress=on_progress)
 
 
+@app.command("aggregate")
+def aggregate(
+    brand: Annotated[Path, typer.Argument(help="The brand's table (its set, e.g. lost leads).")],
+    partner: Annotated[Path, typer.Argument(help="The partner's table (key + group column).")],
+    key: Annotated[str, typer.Option(help="COL[:KIND] or BRANDCOL=PARTNERCOL[:KIND].")],
+    group: Annotated[str, typer.Option(help="The partner's column to count by.")],
+    out: Annotated[Path, typer.Option(help="Output directory (written only on success).")],
+    min_cell: Annotated[int, typer.Option(min=1, help="Cells below this are suppressed.")] = 20,
+    epsilon: Annotated[
+        float | None, typer.Option(help="Laplace noise with this epsilon per release.")
+    ] = None,
+    key_bits: Annotated[int, typer.Option(help="Paillier modulus bits.")] = 2048,
+    region: Annotated[str, typer.Option(help="Default phone region.")] = "CN",
+    workers: Annotated[int, typer.Option(min=0, help="Processes per party; 0 = cores.")] = 0,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the peer.")] = 600.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as the last line of stdout.")
+    ] = False,
+) -> None:
+    """Count the partner's GROUP values over the brand's set; the brand learns only the cells."""
+    from pec.aggregate_local import AggregateOptions, run_aggregate_local
+
+    try:
+        options = AggregateOptions(
+            key=parse_key_spec(key),
+            group=group,
+            min_cell=min_cell,
+            epsilon=epsilon,
+            key_bits=key_bits,
+            region=region,
+            workers=workers,
+            timeout=timeout,
+        )
+        with progress_bars(_stderr) as on_progress:
+            summary = run_aggregate_local(brand, partner, out, options, progress=on_progress)
+    except (InputError, InvalidKeyKind, ValueError) as exc:
+        raise fail(str(exc), 2) from None
+    except PecError as exc:
+        raise fail(str(exc), 1) from None
+    if as_json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+        return
+    console = Console()
+    console.print(
+        f"[bold]aggregate[/] {summary['group']} over {summary['intersection']} matched records "
+        f"(min cell {summary['min_cell']}, epsilon {summary['epsilon']}):"
+    )
+    for label, count in summary["cells"].items():
+        console.print(f"  {label:<20} {'suppressed' if count is None else count}")
+
+
 def _print_summary(summary: dict[str, object]) -> None:
     console = Console()
     console.print(

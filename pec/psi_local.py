@@ -114,7 +114,7 @@ class _PartyReport:
     phases: dict[str, float] = field(default_factory=dict)
 
 
-def _peak_rss_mb(who: int) -> float:
+def peak_rss_mb(who: int) -> float:
     """Peak resident memory in MiB (Linux reports KiB) of this process or its largest child."""
     return round(resource.getrusage(who).ru_maxrss / 1024, 1)
 
@@ -225,8 +225,8 @@ def _party_main(job: _PartyJob, conn: Connection, events: Any) -> None:
         engine.close()
         engine = None
         report.phases = phases
-        report.peak_rss_mb = _peak_rss_mb(resource.RUSAGE_SELF)
-        report.worker_peak_rss_mb = _peak_rss_mb(resource.RUSAGE_CHILDREN)
+        report.peak_rss_mb = peak_rss_mb(resource.RUSAGE_SELF)
+        report.worker_peak_rss_mb = peak_rss_mb(resource.RUSAGE_CHILDREN)
         events.put(("result", job.role.value, asdict(report)))
     except PecError as exc:
         kind = "input" if isinstance(exc, InputError) else "protocol"
@@ -334,10 +334,10 @@ def run_psi_local(
             process.start()
         conn_left.close()
         conn_right.close()
-        reports = _collect(processes, events, options.timeout, progress)
+        reports = collect_reports(processes, events, options.timeout, progress)
         summary = _summary(left, right, options, config, reports, time.perf_counter() - started)
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        _publish(workdir, out)
+        publish(workdir, out)
         return summary
     finally:
         for process in processes.values():
@@ -347,7 +347,7 @@ def run_psi_local(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _collect(
+def collect_reports(
     processes: dict[Role, Any], events: Any, timeout: float, progress: ProgressSink | None
 ) -> dict[str, dict[str, Any]]:
     reports: dict[str, dict[str, Any]] = {}
@@ -428,14 +428,17 @@ def _summary(
     }
 
 
-def _publish(workdir: Path, out: Path) -> None:
-    """Move the finished outputs into ``out``; remove stale outputs of an earlier run."""
+def publish(workdir: Path, out: Path, names: tuple[str, ...] = OUTPUT_NAMES) -> None:
+    """Move the finished outputs into ``out``; remove stale outputs of an earlier run.
+
+    ``names[0]`` is the summary: it is moved last, because its presence marks completion.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    for name in OUTPUT_NAMES:
+    for name in names:
         stale = out / name
         if stale.exists() and not (workdir / name).exists():
             stale.unlink()
-    for name in OUTPUT_NAMES[1:] + OUTPUT_NAMES[:1]:  # summary last: it marks completion
+    for name in names[1:] + names[:1]:
         source = workdir / name
         if source.exists():
             os.replace(source, out / name)

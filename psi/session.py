@@ -13,15 +13,60 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from psi.errors import PsiAborted, PsiError
-from psi.protocol import PsiParty, PsiResult
-from psi.wire import Abort, from_wire, to_wire
+from psi.wire import Abort, Message, Role, from_wire, to_wire
 
-__all__ = ["Channel", "ConnectionChannel", "MemoryChannel", "memory_channel_pair", "run_party"]
+__all__ = [
+    "Channel",
+    "ConnectionChannel",
+    "MemoryChannel",
+    "Party",
+    "memory_channel_pair",
+    "run_party",
+]
+
+R_co = TypeVar("R_co", covariant=True)
+
+
+class _RunConfig(Protocol):
+    @property
+    def run_id(self) -> str: ...
+
+
+class Party(Protocol[R_co]):
+    """What :func:`run_party` drives: a protocol state machine of any PSI-family protocol."""
+
+    @property
+    def role(self) -> Role:
+        """The role of this side."""
+        ...
+
+    @property
+    def config(self) -> _RunConfig:
+        """The run's configuration (for its run id)."""
+        ...
+
+    @property
+    def done(self) -> bool:
+        """Whether the run completed."""
+        ...
+
+    def start(self) -> Iterator[Message]:
+        """The opening messages."""
+        ...
+
+    def receive(self, message: Message) -> Iterator[Message]:
+        """The replies to one message."""
+        ...
+
+    def result(self) -> R_co:
+        """What this side learned."""
+        ...
+
 
 _EOF = object()
 
@@ -127,12 +172,12 @@ class ConnectionChannel:
 
 
 def run_party(
-    party: PsiParty,
+    party: Party[R_co],
     channel: Channel,
     *,
     timeout: float = 600.0,
     on_frame: Callable[[str, bytes], None] | None = None,
-) -> PsiResult:
+) -> R_co:
     """Run one party to completion over ``channel``; returns what it learned.
 
     ``timeout`` bounds each wait for the peer. On any error the peer is sent an abort (a code and

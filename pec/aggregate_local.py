@@ -1,0 +1,236 @@
+"""``pec psi aggregate``: group counts of a partner attribute over the brand's set, two processes.
+
+The brand process reads its key column; the partner process reads its key and group columns and
+holds the Paillier key; they exchange only protocol frames (``psi.aggregate``). What is written
+is what the brand learns: ``aggregate.csv`` (one row per group: its count, or empty where the
+partner suppressed it) and ``summary.json``. Outputs appear only when the run succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from multiprocessing import get_context
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from pec.errors import InputError, PecError
+from pec.psi_local import (
+    KeyPair,
+    ProgressSink,
+    collect_reports,
+    peak_rss_mb,
+    publish,
+)
+from pec.tables import inspect_table, read_columns
+from psi.aggregate import AGG_PROTOCOL, AggregateBrand, AggregateConfig, AggregatePartner
+from psi.batch import BatchEngine, InlineEngine, PoolEngine
+from psi.normalize import NormalizationRules
+from psi.session import ConnectionChannel, run_party
+from psi.wire import Role
+
+__all__ = ["AggregateOptions", "run_aggregate_local"]
+
+OUTPUT_NAMES = ("summary.json", "aggregate.csv")
+MISSING_GROUP = "(missing)"
+
+
+@dataclass(frozen=True)
+class AggregateOptions:
+    """One key, the partner's group column, and the release rules."""
+
+    key: KeyPair
+    group: str
+    min_cell: int = 20
+    epsilon: float | None = None
+    key_bits: int = 2048
+    region: str = "CN"
+    email_aliases: bool = False
+    chunk_size: int = 16_384
+    workers: int = 0
+    timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class _Job:
+    role: Role
+    path: Path
+    key_column: str
+    group_column: str
+    config: AggregateConfig
+    rules: NormalizationRules
+    options: AggregateOptions
+    workdir: Path
+
+
+def _engine(size: int, workers: int) -> BatchEngine:
+    return PoolEngine(workers) if size >= 20_000 else InlineEngine()
+
+
+def _party_main(job: _Job, conn: Connection, events: Any) -> None:
+    """A party process: read own columns, run the aggregate protocol, report."""
+    import pandas as pd
+
+    from psi.normalize import normalize_column
+
+    engine: BatchEngine | None = None
+    try:
+        columns = [job.key_column] + ([job.group_column] if job.role is Role.RIGHT else [])
+        table = read_columns(job.path, columns)
+        normalized = normalize_column(table[job.key_column], job.options.key.kind, job.rules)
+        valid = normalized.values.notna()
+        keys = normalized.values[valid]
+        report: dict[str, Any] = {
+            "rows": len(table),
+            "invalid": normalized.invalid_count,
+            "invalid_examples": list(normalized.invalid_examples),
+        }
+        if job.role is Role.LEFT:
+            values = [v.encode() for v in pd.unique(keys)]
+            engine = _engine(len(values), job.options.workers)
+            party: AggregateBrand | AggregatePartner = AggregateBrand(
+                job.config, values, engine=engine
+            )
+        else:
+            groups = table[job.group_column][valid].astype(str).replace("", MISSING_GROUP)
+            first = ~keys.duplicated()
+            keys, groups = keys[first], groups[first]
+            labels = sorted(set(groups))
+            index = {label: i for i, label in enumerate(labels)}
+            engine = _engine(len(keys), job.options.workers)
+            party = AggregatePartner(
+                job.config,
+                [k.encode() for k in keys],
+                [index[g] for g in groups],
+                labels,
+                min_cell=job.options.min_cell,
+                epsilon=job.options.epsilon,
+                key_bits=job.options.key_bits,
+                engine=engine,
+                paillier_workers=job.options.workers or 2,
+            )
+            report["groups"] = len(labels)
+        result = run_party(party, ConnectionChannel(conn), timeout=job.options.timeout)
+        if job.role is Role.LEFT:
+            report["cells"] = result.cells
+            report["intersection"] = result.intersection
+            _write_outputs(job.workdir, result.cells)
+        report["peak_rss_mb"] = peak_rss_mb(resource.RUSAGE_SELF)
+        events.put(("result", job.role.value, report))
+    except PecError as exc:
+        kind = "input" if isinstance(exc, InputError) else "protocol"
+        events.put(("error", job.role.value, kind, f"{type(exc).__name__}: {exc}"))
+    except Exception as exc:  # report, never hang the parent
+        events.put(("error", job.role.value, "internal", f"{type(exc).__name__}: {exc}"))
+    finally:
+        if engine is not None:
+            engine.close()
+        conn.close()
+
+
+def _write_outputs(workdir: Path, cells: dict[str, int | None]) -> None:
+    lines = ["group,count,suppressed"]
+    for label, count in cells.items():
+        quoted = '"' + label.replace('"', '""') + '"' if "," in label or '"' in label else label
+        lines.append(f"{quoted},{'' if count is None else count},{int(count is None)}")
+    (workdir / "aggregate.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def run_aggregate_local(
+    brand: Path,
+    partner: Path,
+    out: Path,
+    options: AggregateOptions,
+    *,
+    progress: ProgressSink | None = None,
+) -> dict[str, Any]:
+    """Run the intersection-aggregate between two local tables; returns the summary.
+
+    Raises:
+        InputError: a file or column is missing or unreadable (nothing is written).
+        PsiError: the protocol failed or a party died (nothing is written).
+    """
+    started = time.perf_counter()
+    if options.min_cell < 1 or (options.epsilon is not None and options.epsilon <= 0):
+        raise InputError("--min-cell must be >= 1 and --epsilon > 0")
+    try:
+        rules = NormalizationRules(options.region, options.email_aliases)
+    except ValueError as exc:
+        raise InputError(f"--region: {exc}") from None
+    inspect_table(brand, role="brand").require([options.key.left], role="brand")
+    inspect_table(partner, role="partner").require(
+        [options.key.right, options.group], role="partner"
+    )
+    config = AggregateConfig(
+        run_id=uuid.uuid4().hex,
+        rules=rules.version((options.key.kind,)),
+        kind=options.key.kind.value,
+        chunk_size=options.chunk_size,
+    )
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    workdir = out.parent / f".{out.name}.partial-{config.run_id[:12]}"
+    workdir.mkdir()
+    ctx = get_context("spawn")
+    conn_brand, conn_partner = ctx.Pipe(duplex=True)
+    events = ctx.Queue()
+    jobs = {
+        Role.LEFT: _Job(Role.LEFT, brand, options.key.left, "", config, rules, options, workdir),
+        Role.RIGHT: _Job(
+            Role.RIGHT, partner, options.key.right, options.group, config, rules, options, workdir
+        ),
+    }
+    processes = {
+        role: ctx.Process(
+            target=_party_main,
+            args=(job, conn_brand if role is Role.LEFT else conn_partner, events),
+            name=f"pec-aggregate-{role.value}",
+        )
+        for role, job in jobs.items()
+    }
+    try:
+        for process in processes.values():
+            process.start()
+        conn_brand.close()
+        conn_partner.close()
+        reports = collect_reports(processes, events, options.timeout, progress)
+        b, p = reports["left"], reports["right"]
+        summary = {
+            "protocol": AGG_PROTOCOL,
+            "run_id": config.run_id,
+            "brand": str(brand),
+            "partner": str(partner),
+            "key": {"brand": options.key.left, "partner": options.key.right,
+                    "kind": options.key.kind.value},
+            "group": options.group,
+            "rules": config.rules,
+            "brand_rows": b["rows"],
+            "partner_rows": p["rows"],
+            "brand_invalid": b["invalid"],
+            "partner_invalid": p["invalid"],
+            "brand_invalid_examples": b["invalid_examples"],
+            "partner_invalid_examples": p["invalid_examples"],
+            "intersection": b["intersection"],
+            "cells": b["cells"],
+            "suppressed": sum(1 for v in b["cells"].values() if v is None),
+            "min_cell": options.min_cell,
+            "epsilon": options.epsilon,
+            "key_bits": options.key_bits,
+            "outputs": list(OUTPUT_NAMES[1:]),
+            "peak_rss_mb": {"brand": b["peak_rss_mb"], "partner": p["peak_rss_mb"]},
+            "seconds": round(time.perf_counter() - started, 3),
+        }  # fmt: skip
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        publish(workdir, out, OUTPUT_NAMES)
+        return summary
+    finally:
+        for process in processes.values():
+            if process.is_alive():
+                process.kill()
+            process.join(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
