@@ -23,13 +23,15 @@ from sqlalchemy import (
 )
 
 metadata = MetaData()
+_SEQ = BigInteger().with_variant(Integer(), "sqlite")
 
 #: One row per ledger entry. ``payload`` is the exact leaf data (canonical JSON); the other
 #: columns are copies of payload fields for indexed queries, checked by the verifier.
 entries = Table(
     "consent_entries",
     metadata,
-    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    # INTEGER on SQLite makes seq the rowid (no separate primary-key index); BIGINT elsewhere.
+    Column("seq", _SEQ, primary_key=True, autoincrement=False),
     Column("event_id", String(128), nullable=False, unique=True),
     Column("content_hash", LargeBinary(32), nullable=False),
     Column("payload", Text, nullable=False),

@@ -20,7 +20,13 @@ def upgrade() -> None:
     """Create the ledger tables and the single ledger row."""
     op.create_table(
         "consent_entries",
-        sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
+        # INTEGER on SQLite makes seq the rowid (no separate primary-key index).
+        sa.Column(
+            "seq",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=False,
+            nullable=False,
+        ),
         sa.Column("event_id", sa.String(128), nullable=False),
         sa.Column("content_hash", sa.LargeBinary(32), nullable=False),
         sa.Column("payload", sa.Text(), nullable=False),
