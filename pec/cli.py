@@ -46,7 +46,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 7,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Generate a brand and a partner table and run overlap, enrichment and matching jobs."""
+    """Generate brand and partner tables; run overlap, enrichment, matching and aggregate jobs."""
     from pec.demo import run_demo
 
     console = Console(stderr=True)
@@ -85,6 +85,14 @@ def demo(
         "nothing; the partner gets the matched set for delivery",
         f"{result['matched_partner_rows']:,} partner rows -> "
         f"{result['outputs']['matching']}/right.csv",
+    )
+    cells = ", ".join(
+        f"{k} {'suppressed' if v is None else v}" for k, v in result["competitor_cells"].items()
+    )
+    table.add_row(
+        "aggregate (PSI + Paillier)",
+        "per competitor brand, how many of its lost leads bought it; small cells suppressed",
+        f"{result['lost_leads_known']:,} of {result['lost_leads']:,} lost leads known: {cells}",
     )
     Console().print(table)
     Console().print(f"invalid keys set aside: {result['invalid_keys']}; summary: {out}/demo.json")

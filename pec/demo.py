@@ -1,11 +1,13 @@
 """``pec demo``: what a newcomer runs first.
 
-Generates a brand CRM table and a partner tag table, then runs three clean-room jobs between them,
-each as two party processes that exchange only PSI messages:
+Generates a brand leads table and a partner tag table, then runs four clean-room jobs between
+them, each as two party processes that exchange only protocol messages:
 
 1. overlap check: PSI cardinality on phone OR email; neither side learns any row;
 2. tag enrichment: labeled PSI; the brand receives the partner's tags for its matched customers;
-3. audience matching: only the partner (media side) learns the matched set, for delivery.
+3. audience matching: only the partner (media side) learns the matched set, for delivery;
+4. aggregate portrait: of the brand's lost leads, how many bought which competitor brand
+   (intersection-aggregate with Paillier; small cells suppressed).
 
 Each job's outputs land in their own folder under ``--out``; ``demo.json`` sums them up. The
 expected overlap is recomputed from the plaintext tables (which only a demo has side by side) and
@@ -21,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from pec.aggregate_local import AggregateOptions, run_aggregate_local
 from pec.datagen import generate_tables
 from pec.psi_local import KeyPair, PsiLocalOptions, run_psi_local
 from psi.normalize import KeyKind, NormalizationRules, normalize_column
@@ -72,11 +75,18 @@ def run_demo(
         "matching": PsiLocalOptions(keys=_KEYS, reveal=Reveal.RIGHT),
     }
     summaries: dict[str, Any] = {}
+    lost_csv = data / "brand_lost_leads.csv"
+    tables.brand[tables.brand["lost"].astype(int) == 1].to_csv(lost_csv, index=False)
     for name, options in jobs.items():
         announce(f"job {name}: reveal={options.reveal.value}")
         summaries[name] = run_psi_local(
             brand_csv, partner_csv, out / name, options, progress=progress
         )
+    announce("job aggregate: lost leads x competitor brand")
+    aggregate_options = AggregateOptions(key=_KEYS[0], group="competitor_brand", min_cell=20)
+    summaries["aggregate"] = run_aggregate_local(
+        lost_csv, partner_csv, out / "aggregate", aggregate_options
+    )
     result = {
         "brand_rows": brand_rows,
         "partner_rows": partner_rows,
@@ -85,6 +95,9 @@ def run_demo(
         "overlap_per_key": summaries["overlap"]["per_key"],
         "enriched_rows": summaries["enrichment"]["intersection"],
         "matched_partner_rows": summaries["matching"]["intersection"],
+        "lost_leads": summaries["aggregate"]["brand_rows"],
+        "lost_leads_known": summaries["aggregate"]["intersection"],
+        "competitor_cells": summaries["aggregate"]["cells"],
         "invalid_keys": {
             "brand": summaries["overlap"]["left_invalid"],
             "partner": summaries["overlap"]["right_invalid"],

@@ -40,6 +40,15 @@ def test_demo_runs_three_jobs_and_finds_the_expected_overlap(tmp_path: Path) -> 
     assert {"lead_id", "income_level", "car_insurance"} <= set(enriched.columns)
     assert not (tmp_path / "demo" / "overlap" / "left.csv").exists()
     assert (tmp_path / "demo" / "matching" / "right.csv").exists()
+    lost = pd.read_csv(tmp_path / "demo" / "data" / "brand_lost_leads.csv", dtype=str)
+    partner = pd.read_csv(tmp_path / "demo" / "data" / "partner_tags.csv", dtype=str)
+    assert summary["lost_leads"] == len(lost)
+    assert 0 < summary["lost_leads_known"] <= len(lost)
+    released = {k: v for k, v in summary["competitor_cells"].items() if v is not None}
+    assert all(v >= 20 for v in released.values())
+    assert set(summary["competitor_cells"]) <= set(partner["competitor_brand"].fillna("")) | {
+        "(missing)"
+    }
     assert not (tmp_path / "demo" / "matching" / "left.csv").exists()
 
 
