@@ -740,8 +740,6 @@ def _check_entry(row: tuple[Any, ...], pos: int) -> str | None:
         ev = json.loads(content_json)
         expected = (
             ev["event_id"],
-            None,
-            None,
             ev["subject_key"],
             ev["action"],
             ev["purpose"],
@@ -753,11 +751,12 @@ def _check_entry(row: tuple[Any, ...], pos: int) -> str | None:
         )
     except (ValueError, KeyError, TypeError):
         return "payload is not a well-formed ledger entry"
-    for k, value in enumerate(expected, start=1):
-        if k in (2, 3):
-            continue
-        if row[k] != value:
-            return f"column {ENTRY_COLUMNS[k]!r} disagrees with the entry's payload"
+    actual = (row[1], *row[4:])
+    if actual != expected:
+        for k, (a, b) in enumerate(zip(actual, expected, strict=True)):
+            if a != b:
+                name = ENTRY_COLUMNS[1] if k == 0 else ENTRY_COLUMNS[k + 3]
+                return f"column {name!r} disagrees with the entry's payload"
     return None
 
 

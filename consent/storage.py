@@ -727,19 +727,25 @@ class SqlLedgerStore:
     def nodes_ending_in(self, start: int, end: int) -> dict[tuple[int, int], bytes]:
         """Stored nodes whose last leaf lies in ``[start, end)``, one range query per level."""
         out: dict[tuple[int, int], bytes] = {}
+        mark = "%s" if self.dialect == "postgresql" else "?"
+        sql = (
+            "SELECT idx, hash FROM consent_nodes "
+            f"WHERE level = {mark} AND idx BETWEEN {mark} AND {mark}"
+        )
         with self.engine.connect() as conn:
-            for level in range(max(end, 1).bit_length()):
-                # node (level, i) ends at leaf (i + 1) * 2**level - 1
-                lo = ((start + 1) + (1 << level) - 1 >> level) - 1
-                hi = (end >> level) - 1
-                if hi < lo:
-                    continue
-                rows = conn.execute(
-                    select(nodes.c.idx, nodes.c.hash).where(
-                        nodes.c.level == level, nodes.c.idx >= lo, nodes.c.idx <= hi
-                    )
-                )
-                out.update({(level, int(r.idx)): bytes(r.hash) for r in rows})
+            raw: Any = conn.connection.driver_connection
+            cur = raw.cursor()
+            try:
+                for level in range(max(end, 1).bit_length()):
+                    # node (level, i) ends at leaf (i + 1) * 2**level - 1
+                    lo = ((start + 1) + (1 << level) - 1 >> level) - 1
+                    hi = (end >> level) - 1
+                    if hi < lo:
+                        continue
+                    cur.execute(sql, (level, lo, hi))
+                    out.update({(level, idx): bytes(h) for idx, h in cur.fetchall()})
+            finally:
+                cur.close()
         return out
 
     def entry(self, seq: int) -> StoredEntry | None:
