@@ -22,13 +22,11 @@ from sqlalchemy import (
     URL,
     Connection,
     Engine,
-    and_,
     create_engine,
     delete,
     event,
     func,
     insert,
-    or_,
     select,
     update,
 )
@@ -590,18 +588,27 @@ class SqlLedgerStore:
             return bytes(32)
 
         compute(record)
-        with self.engine.connect() as conn:
-            found: dict[tuple[int, int], bytes] = {}
-            by_level: dict[int, list[int]] = {}
-            for level, idx in wanted:
-                by_level.setdefault(level, []).append(idx)
-            # One statement; per-level IN lists keep the primary-key index usable on SQLite.
-            cond = or_(
-                *(and_(nodes.c.level == lv, nodes.c.idx.in_(ix)) for lv, ix in by_level.items())
-            )
-            if by_level:
-                rows = conn.execute(select(nodes.c.level, nodes.c.idx, nodes.c.hash).where(cond))
-                found.update({(int(r.level), int(r.idx)): bytes(r.hash) for r in rows})
+        found: dict[tuple[int, int], bytes] = {}
+        by_level: dict[int, list[int]] = {}
+        for level, idx in wanted:
+            by_level.setdefault(level, []).append(idx)
+        if by_level:
+            # One statement through the driver; per-level IN lists keep the primary-key index
+            # usable on SQLite. Values are integers we computed, passed as parameters.
+            mark = "%s" if self.dialect == "postgresql" else "?"
+            clauses, params = [], []
+            for lv, ix in by_level.items():
+                clauses.append(f"(level = {mark} AND idx IN ({', '.join([mark] * len(ix))}))")
+                params += [lv, *ix]
+            sql = f"SELECT level, idx, hash FROM consent_nodes WHERE {' OR '.join(clauses)}"
+            with self.engine.connect() as conn:
+                raw: Any = conn.connection.driver_connection
+                cur = raw.cursor()
+                try:
+                    cur.execute(sql, params)
+                    found.update({(lv, ix): bytes(h) for lv, ix, h in cur.fetchall()})
+                finally:
+                    cur.close()
 
         def lookup(level: int, idx: int) -> bytes:
             h = found.get((level, idx))
