@@ -81,13 +81,16 @@ def verify(
         Path | None,
         typer.Option(help="Verify tree heads against this Ed25519 public key (PEM)."),
     ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Worker processes (chunks of 65,536 entries).")
+    ] = 1,
 ) -> None:
     """Recompute the whole ledger; exit 0 when intact, 1 naming the first bad entry when not."""
     from consent.keys import load_public_key
 
     with _open(db) as ledger:
         pk = load_public_key(public_key.read_bytes()) if public_key else None
-        report = ledger.verify(pk)
+        report = ledger.verify(pk, workers=workers)
     if as_json:
         _print_json(report.to_dict())
     elif report.ok:

@@ -297,13 +297,24 @@ class ConsentLedger:
 
     # -- verification --------------------------------------------------------------------------
 
-    def verify(self, public_key: Ed25519PublicKey | None = None) -> VerificationReport:
+    def verify(
+        self,
+        public_key: Ed25519PublicKey | None = None,
+        *,
+        workers: int = 1,
+        chunk_level: int = 16,
+    ) -> VerificationReport:
         """Recompute every leaf, subtree and signed tree head; report the first bad entry.
 
         Streams the log a page at a time. Detects any update, deletion, reordering or insertion
-        of a past entry, a forged or altered tree head, and entries no tree head covers.
+        of a past entry, a forged or altered tree head, and entries no tree head covers. With
+        ``workers > 1`` and a ledger longer than two chunks of ``2**chunk_level`` entries, chunks
+        are checked in parallel worker processes (:mod:`consent.verify`); the report is the
+        same as the serial one.
         """
         pk = public_key or self.keys.public_key
+        if workers > 1 and self.store.entries_end() > 2 << chunk_level:
+            return self._verify_parallel(pk, workers, chunk_level)
         heads = self.store.iter_tree_heads()
         frontier = Frontier()
         checked_heads = 0
@@ -374,6 +385,86 @@ class ConsentLedger:
             )
         if pos == 0 and last_good is None:
             return VerificationReport(True, 0, 0, None)
+        return VerificationReport(True, pos, checked_heads, last_good)
+
+    def _verify_parallel(
+        self, pk: Ed25519PublicKey, workers: int, chunk_level: int
+    ) -> VerificationReport:
+        from consent.merkle import fold_root
+        from consent.verify import run_chunks
+
+        store = self.store
+        end = store.entries_end()
+        width = 1 << chunk_level
+        g = Frontier()
+        checked_heads = 0
+        last_good: SignedTreeHead | None = None
+        pos = 0
+        heads_of: dict[int, list[SignedTreeHead]] = {}
+
+        def fail(reason: str, entry: int | None) -> VerificationReport:
+            return VerificationReport(
+                False, pos, checked_heads, last_good, LedgerIntegrityError(reason, entry=entry)
+            )
+
+        def sizes_for(a: int, b: int) -> list[int]:
+            heads_of[a] = store.tree_heads_between(a, b)
+            return [h.tree_size for h in heads_of[a]]
+
+        for r in run_chunks(store.url(), end, chunk_level, workers, sizes_for):
+            limit = r.start + r.count
+            for h in heads_of.pop(r.start):
+                if h.tree_size > limit:
+                    break
+                pos = h.tree_size
+                if not h.verify(pk):
+                    return fail(
+                        f"signed tree head of size {pos} has an invalid signature or key", None
+                    )
+                if fold_root(g.stack + r.head_stacks[pos]) != h.root_hash:
+                    start = last_good.tree_size if last_good else 0
+                    return fail(
+                        f"entries {start}..{pos - 1} do not match the signed tree head of "
+                        f"size {pos}",
+                        start,
+                    )
+                checked_heads += 1
+                last_good = h
+            pos = limit
+            if r.error is not None:
+                return fail(r.error[1], r.error[0])
+            if r.count == width:
+                for node in g.append_subtree(chunk_level, fold_root(r.stack)):
+                    stored = store.perfect(node.level, node.index)
+                    if stored != node.hash:
+                        first = node.index << node.level
+                        last = first + (1 << node.level) - 1
+                        return fail(
+                            f"entries {first}..{last} disagree with the stored Merkle subtree: "
+                            "an entry in this range was rewritten with its leaf hash",
+                            first,
+                        )
+            else:
+                g.stack.extend(r.stack)
+                g.size += r.count
+                if limit < end:
+                    return fail("entry is missing (deleted?)", pos)
+                break
+        later = store.tree_heads_between(pos, 2**62)
+        if later:
+            return fail(
+                f"the signed tree head of size {later[0].tree_size} covers entries that are "
+                "missing",
+                pos,
+            )
+        covered = last_good.tree_size if last_good else 0
+        if pos > covered:
+            return fail("entry is not covered by any signed tree head", covered)
+        recorded = store.size()
+        if recorded != pos:
+            return fail(
+                f"the ledger row says {recorded} entries but {pos} exist", min(pos, recorded)
+            )
         return VerificationReport(True, pos, checked_heads, last_good)
 
     # -- queries -------------------------------------------------------------------------------

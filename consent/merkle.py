@@ -227,6 +227,24 @@ class Frontier:
         self.stack.append((level, h))
         return completed
 
+    def append_subtree(self, level: int, h: bytes) -> list[PerfectNode]:
+        """Append a whole perfect subtree of ``2**level`` leaves (its hash ``h``).
+
+        Return the larger perfect subtrees it completed. The tree size must be a multiple of
+        ``2**level``.
+        """
+        if self.size % (1 << level):
+            raise ValueError("a subtree must start at a multiple of its width")
+        completed: list[PerfectNode] = []
+        self.size += 1 << level
+        while self.stack and self.stack[-1][0] == level:
+            _, left = self.stack.pop()
+            h = node_hash(left, h)
+            level += 1
+            completed.append(PerfectNode(level, (self.size >> level) - 1, h))
+        self.stack.append((level, h))
+        return completed
+
     def extend(self, leaves: Iterable[bytes]) -> list[PerfectNode]:
         """Append several leaf hashes; return every inner perfect subtree they completed."""
         out: list[PerfectNode] = []
@@ -242,6 +260,16 @@ class Frontier:
         for _, h in reversed(self.stack[:-1]):
             r = node_hash(h, r)
         return r
+
+
+def fold_root(stack: Sequence[tuple[int, bytes]]) -> bytes:
+    """Return the tree head of a right edge given as perfect subtrees, largest first."""
+    if not stack:
+        return EMPTY_ROOT
+    r = stack[-1][1]
+    for _, h in reversed(stack[:-1]):
+        r = node_hash(h, r)
+    return r
 
 
 def perfect_from_leaves(leaf_hashes: Sequence[bytes]) -> PerfectSubtree:

@@ -705,7 +705,9 @@ class SqlLedgerStore:
                 )
             cursor = int(rows[-1].seq) + 1
 
-    def iter_entry_pages(self, page: int = 20_000) -> Iterator[list[tuple[Any, ...]]]:
+    def iter_entry_pages(
+        self, page: int = 20_000, start: int = 0, end: int | None = None
+    ) -> Iterator[list[tuple[Any, ...]]]:
         """Yield all entries in log order as raw tuples, a page at a time.
 
         Columns are in ``ENTRY_COLUMNS`` order; rows are read through the driver (the verifier's
@@ -714,15 +716,16 @@ class SqlLedgerStore:
         mark = "%s" if self.dialect == "postgresql" else "?"
         sql = (
             f"SELECT {', '.join(ENTRY_COLUMNS)} FROM consent_entries "
-            f"WHERE seq >= {mark} ORDER BY seq LIMIT {mark}"
+            f"WHERE seq >= {mark} AND seq < {mark} ORDER BY seq LIMIT {mark}"
         )
-        cursor_pos = 0
+        cursor_pos = start
+        stop = end if end is not None else 2**62
         while True:
             with self.engine.connect() as conn:
                 raw: Any = conn.connection.driver_connection
                 cur = raw.cursor()
                 try:
-                    cur.execute(sql, (cursor_pos, page))
+                    cur.execute(sql, (cursor_pos, stop, page))
                     rows = cur.fetchall()
                 finally:
                     cur.close()
@@ -730,6 +733,26 @@ class SqlLedgerStore:
                 return
             yield rows
             cursor_pos = int(rows[-1][0]) + 1
+
+    def tree_heads_between(self, low: int, high: int) -> list[SignedTreeHead]:
+        """Signed tree heads with ``low < tree_size <= high``, by size."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(tree_heads)
+                .where(tree_heads.c.tree_size > low, tree_heads.c.tree_size <= high)
+                .order_by(tree_heads.c.tree_size)
+            ).all()
+        return [self._head(r) for r in rows]
+
+    def entries_end(self) -> int:
+        """One past the largest entry position present (0 when there is none)."""
+        with self.engine.connect() as conn:
+            top = conn.execute(select(func.max(entries.c.seq))).scalar_one_or_none()
+        return 0 if top is None else int(top) + 1
+
+    def url(self) -> str:
+        """The engine URL with its password (for worker processes of this node)."""
+        return self.engine.url.render_as_string(hide_password=False)
 
     def nodes_ending_in(self, start: int, end: int) -> dict[tuple[int, int], bytes]:
         """Stored nodes whose last leaf lies in ``[start, end)``, one range query per level."""
