@@ -178,6 +178,50 @@ def aggregate(
         console.print(f"  {label:<20} {'suppressed' if count is None else count}")
 
 
+@app.command("serve")
+def serve(
+    table: Annotated[Path, typer.Argument(help="This partner's table (CSV or Parquet).")],
+    job_id: Annotated[str, typer.Option(help="The approved job (its PSI run id).")],
+    key: Annotated[
+        list[str], typer.Option("--key", help="LEFTCOL=RIGHTCOL[:KIND] as agreed with the brand.")
+    ],
+    reveal: Annotated[Reveal, typer.Option(help="The approved reveal mode.")],
+    out: Annotated[Path, typer.Option(help="This partner's output directory.")],
+    host: Annotated[str, typer.Option(help="Listen address (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port the SuperNode's relay dials.")] = 19200,
+    region: Annotated[str, typer.Option(help="Default phone region.")] = "CN",
+    timeout: Annotated[float, typer.Option(min=1, help="Give up after this many seconds.")] = 3600,
+) -> None:
+    """Serve one approved PSI job to the partner's Flower relay; exit when it completes."""
+    from parties.psi_job import PsiJobSide
+    from parties.relay_server import RelayServer
+    from psi.wire import Role
+
+    try:
+        check = [parse_key_spec(spec) for spec in key]
+        side = PsiJobSide(job_id, Role.RIGHT, table, ";".join(key), reveal, out, region=region)
+        check_inputs_one(table, [k.right for k in check])
+        server = RelayServer(side, host, port)
+    except (InputError, InvalidKeyKind, ValueError, OSError) as exc:
+        raise fail(str(exc), 2) from None
+    _stderr.print(f"serving job {job_id} on {server.address} (relay target of the SuperNode)")
+    outcome = server.serve(timeout)
+    _stderr.print(f"job {job_id}: {outcome}")
+    if outcome != "completed":
+        raise typer.Exit(1)
+
+
+def check_inputs_one(table: Path, columns: list[str]) -> None:
+    """Validate one party's table and key columns before serving.
+
+    Raises:
+        InputError: naming the file and the missing column.
+    """
+    from pec.tables import inspect_table
+
+    inspect_table(table, role="partner").require(columns, role="partner")
+
+
 def _print_summary(summary: dict[str, object]) -> None:
     console = Console()
     console.print(

@@ -134,8 +134,8 @@ def _engine_for(data_size: int, workers: int, early: BatchEngine | None) -> Batc
     return PoolEngine(workers)
 
 
-def _write_matches(job: _PartyJob, result: PsiResult, target: Path) -> int:
-    """Stream the party's own table and write the matched rows (with payloads, if any)."""
+def write_matches(table: Path, result: PsiResult, target: Path) -> int:
+    """Stream a party's own table and write its matched rows (with payloads, if any)."""
     import pandas as pd
 
     assert result.matched_rows is not None
@@ -144,7 +144,7 @@ def _write_matches(job: _PartyJob, result: PsiResult, target: Path) -> int:
     written = 0
     header = True
     with target.open("w", encoding="utf-8", newline="") as handle:
-        for frame in iter_table(job.path):
+        for frame in iter_table(table):
             rows = frame.loc[frame.index.intersection(matched)]
             if payloads is not None:
                 rows = _join_payloads(rows, payloads, result.payload_columns)
@@ -219,7 +219,7 @@ def _party_main(job: _PartyJob, conn: Connection, events: Any) -> None:
         )
         if result.matched_rows is not None:
             name = f"{job.role.value}.csv"
-            report.output_rows = _write_matches(job, result, job.workdir / name)
+            report.output_rows = write_matches(job.path, result, job.workdir / name)
             report.output = name
         lap("write")
         engine.close()
