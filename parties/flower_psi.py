@@ -107,7 +107,7 @@ def run_brand_psi(grid: Grid, config: Mapping[str, Any]) -> dict[str, Any]:
     """Run the brand's side of a PSI job from a Flower run config; returns the brand's summary.
 
     Run config keys: ``job-id``, ``table`` (the brand's CSV/Parquet file), ``keys``
-    (``;``-separated key specs), ``reveal``, ``out`` (output directory), ``timeout``.
+    (``;``-separated key specs), ``reveal``, ``out`` (output directory), ``timeout``, ``align``.
     """
     side = PsiJobSide(
         job_id=str(config["job-id"]),
@@ -116,6 +116,7 @@ def run_brand_psi(grid: Grid, config: Mapping[str, Any]) -> dict[str, Any]:
         keys=str(config["keys"]),
         reveal=Reveal(str(config["reveal"])),
         out=Path(str(config["out"])),
+        align=bool(config.get("align", False)),
     )
     timeout = float(config.get("timeout", 600))
     exchange = FlowerExchange(grid, wait_for_node(grid), side.job_id, timeout=timeout)

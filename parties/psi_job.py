@@ -45,6 +45,7 @@ class PsiJobSide:
     out: Path
     region: str = "CN"
     workers: int = 0
+    align: bool = False
 
     def __post_init__(self) -> None:
         self._started = time.perf_counter()
@@ -71,6 +72,7 @@ class PsiJobSide:
             reveal=self.reveal,
             kinds=tuple(k.value for k in kinds),
             rules=rules.version(kinds),
+            align=self.align,
         )
         return PsiParty(self.role, config, data, engine=self._engine)
 

@@ -59,6 +59,13 @@ def local(
             "needs --reveal left). Repeatable.",
         ),
     ] = None,
+    align: Annotated[
+        bool,
+        typer.Option(
+            help="With --reveal both: add a pec_match_id column, equal on both sides for a "
+            "matched pair, to line up rows (e.g. for federated training)."
+        ),
+    ] = False,
     region: Annotated[str, typer.Option(help="Default phone region.")] = "CN",
     email_aliases: Annotated[
         bool, typer.Option(help="Fold provider aliases (Gmail dots, +tags).")
@@ -84,6 +91,7 @@ def local(
         chunk_size=chunk_size,
         workers=workers,
         timeout=timeout,
+        align=align,
     )
     try:
         check_inputs(left, right, options)
@@ -191,6 +199,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port the SuperNode's relay dials.")] = 19200,
     region: Annotated[str, typer.Option(help="Default phone region.")] = "CN",
     timeout: Annotated[float, typer.Option(min=1, help="Give up after this many seconds.")] = 3600,
+    align: Annotated[bool, typer.Option(help="Add pec_match_id (needs --reveal both).")] = False,
 ) -> None:
     """Serve one approved PSI job to the partner's Flower relay; exit when it completes."""
     from parties.psi_job import PsiJobSide
@@ -199,7 +208,9 @@ def serve(
 
     try:
         check = [parse_key_spec(spec) for spec in key]
-        side = PsiJobSide(job_id, Role.RIGHT, table, ";".join(key), reveal, out, region=region)
+        side = PsiJobSide(
+            job_id, Role.RIGHT, table, ";".join(key), reveal, out, region=region, align=align
+        )
         check_inputs_one(table, [k.right for k in check])
         server = RelayServer(side, host, port)
     except (InputError, InvalidKeyKind, ValueError, OSError) as exc:

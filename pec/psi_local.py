@@ -81,6 +81,7 @@ class PsiLocalOptions:
     chunk_size: int = 65_536
     workers: int = 0
     timeout: float = 600.0
+    align: bool = False
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,9 @@ def write_matches(table: Path, result: PsiResult, target: Path) -> int:
             rows = frame.loc[frame.index.intersection(matched)]
             if payloads is not None:
                 rows = _join_payloads(rows, payloads, result.payload_columns)
+            if result.match_ids is not None:
+                ids = result.match_ids
+                rows = rows.assign(pec_match_id=[ids[int(r)].hex() for r in rows.index])
             rows.to_csv(handle, index=False, header=header)
             header = False
             written += len(rows)
@@ -249,6 +253,8 @@ def check_inputs(left: Path, right: Path, options: PsiLocalOptions) -> None:
         raise InputError("at least one --key is needed")
     if options.payload and options.reveal is not Reveal.LEFT:
         raise InputError("--payload needs --reveal left: only the left side receives payloads")
+    if options.align and options.reveal is not Reveal.BOTH:
+        raise InputError("--align needs --reveal both: both sides must learn their rows")
     try:
         NormalizationRules(options.region, options.email_aliases)
     except ValueError as exc:
@@ -287,6 +293,7 @@ def run_psi_local(
         rules=rules.version(kinds),
         labeled=bool(options.payload),
         chunk_size=options.chunk_size,
+        align=options.align,
     )
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -65,6 +65,7 @@ SIGMA = 40
 _TAG_PERSON = b"pec/psi-tag/v1"
 _KEY_PERSON = b"pec/psi-key/v1"
 _SALT_PERSON = b"pec/psi-salt/v1"
+_ALIGN_PERSON = b"pec/psi-align/v1"
 _NONCE = bytes(12)  # each payload key encrypts exactly one message
 
 
@@ -116,10 +117,13 @@ class PsiConfig:
     rules: str
     labeled: bool = False
     chunk_size: int = 65_536
+    align: bool = False
 
     def __post_init__(self) -> None:
         if not self.kinds:
             raise ValueError("a PSI run needs at least one key")
+        if self.align and self.reveal is not Reveal.BOTH:
+            raise ValueError("alignment ids need reveal=both: both sides must learn their rows")
         if self.labeled and self.reveal is not Reveal.LEFT:
             raise ValueError("labeled PSI (payloads) needs reveal=left: only the left side learns")
         if self.chunk_size < 1:
@@ -168,6 +172,7 @@ class PsiResult:
     payloads: dict[int, list[bytes]] | None = None
     payload_columns: tuple[str, ...] = ()
     tag_collisions: int = 0
+    match_ids: dict[int, bytes] | None = None
 
     @property
     def intersection(self) -> int | None:
@@ -412,6 +417,7 @@ class PsiParty:
             reveal=self.config.reveal.value,
             kinds=self.config.kinds,
             labeled=self.config.labeled,
+            align=self.config.align,
             salt_share=self._salt_share,
             sizes=self._my_sizes(),
             payload_columns=self._data.payload_columns if self.role is Role.RIGHT else (),
@@ -424,6 +430,7 @@ class PsiParty:
             ("reveal mode", self.config.reveal.value, hello.reveal),
             ("key kinds", self.config.kinds, hello.kinds),
             ("labeled mode", self.config.labeled, hello.labeled),
+            ("alignment", self.config.align, hello.align),
         ):
             if ours != theirs:
                 raise HandshakeMismatch(f"the peer uses a different {what}: {theirs!r} != {ours!r}")
@@ -732,6 +739,7 @@ class PsiParty:
         st, codes = self._state, self._data.row_codes
         matched_any = np.zeros(codes.shape[0], dtype=bool)
         per_key = []
+        match_ids: dict[int, bytes] | None = {} if self.config.align else None
         for slot, values in enumerate(self._data.slot_values):
             matched_unique = np.zeros(len(values), dtype=bool)
             peer = st.peer_sets[slot]
@@ -739,6 +747,16 @@ class PsiParty:
             matched_unique[st.my_order[slot][hits]] = True
             in_slot = _rows_hit(codes[:, slot], matched_unique)
             per_key.append(int(in_slot.sum()))
+            if match_ids is not None:
+                ids = {
+                    int(st.my_order[slot][position]): hashlib.blake2b(
+                        double, digest_size=16, key=st.salt, person=_ALIGN_PERSON
+                    ).digest()
+                    for position, double in enumerate(st.my_doubles[slot])
+                    if hits[position]
+                }
+                for row in np.flatnonzero(in_slot & ~matched_any):
+                    match_ids[int(row)] = ids[int(codes[row, slot])]
             matched_any |= in_slot
         return PsiResult(
             self.role,
@@ -747,6 +765,7 @@ class PsiParty:
             np.flatnonzero(matched_any),
             None,
             tuple(per_key),
+            match_ids=match_ids,
         )
 
     def _count_result(self) -> PsiResult:

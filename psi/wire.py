@@ -92,6 +92,7 @@ class Hello:
     salt_share: bytes
     sizes: tuple[int, ...]
     payload_columns: tuple[str, ...] = ()
+    align: bool = False
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,7 @@ def to_wire(message: Message) -> bytes:
             "salt_share": message.salt_share.hex(),
             "sizes": list(message.sizes),
             "payload_columns": list(message.payload_columns),
+            "align": message.align,
         }
         return _frame(_Type.HELLO, header, b"")
     if isinstance(message, Points):
@@ -327,9 +329,9 @@ def from_wire(frame: bytes) -> Message:
             isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in sizes
         ):
             raise MalformedMessage("header field 'sizes' must be a list of counts")
-        labeled = header.get("labeled")
-        if not isinstance(labeled, bool):
-            raise MalformedMessage("header field 'labeled' must be a boolean")
+        labeled, align = header.get("labeled"), header.get("align", False)
+        if not isinstance(labeled, bool) or not isinstance(align, bool):
+            raise MalformedMessage("header fields 'labeled' and 'align' must be booleans")
         return Hello(
             run_id=run_id,
             sender=sender,
@@ -342,6 +344,7 @@ def from_wire(frame: bytes) -> Message:
             salt_share=salt,
             sizes=tuple(sizes),
             payload_columns=_strs(header, "payload_columns"),
+            align=align,
         )
     if kind == _Type.POINTS:
         try:

@@ -94,7 +94,7 @@ def test_psi_both_sides_over_flower(tmp_path: Path) -> None:
     try:
         start(
             [sys.executable, "-m", "pec", "psi", "serve", "partner.csv", "--job-id", job,
-             "--key", "phone=mobile:phone", "--reveal", "both", "--out", "partner_out",
+             "--key", "phone=mobile:phone", "--reveal", "both", "--align", "--out", "partner_out",
              "--port", str(relay_port), "--timeout", "300"],
             None, "relay.log",
         )  # fmt: skip
@@ -114,7 +114,7 @@ def test_psi_both_sides_over_flower(tmp_path: Path) -> None:
         cli_env = env | {"FLWR_HOME": str(homes["cli"])}
         run_config = (
             f'job-id="{job}" table="{tmp_path / "brand.csv"}" keys="phone=mobile:phone" '
-            f'reveal="both" out="{tmp_path / "brand_out"}" timeout=240'
+            f'reveal="both" out="{tmp_path / "brand_out"}" timeout=240 align=true'
         )
         launched = subprocess.run(
             [str(BIN / "flwr"), "run", str(APP), "pec-test", "--run-config", run_config,
@@ -138,6 +138,9 @@ def test_psi_both_sides_over_flower(tmp_path: Path) -> None:
         assert left["id"].tolist() == ["4", "5", "6", "7"]
         right = pd.read_csv(tmp_path / "partner_out" / "right.csv", dtype=str)
         assert right["tag"].tolist() == ["a", "b", "c", "d"]
+        pairs = left.merge(right, on="pec_match_id")  # aligned by the shared pseudonymous id
+        assert pairs["id"].tolist() == ["4", "5", "6", "7"]
+        assert pairs["tag"].tolist() == ["a", "b", "c", "d"]
         brand_summary = json.loads((tmp_path / "brand_out" / "summary.json").read_text())
         assert brand_summary["intersection"] == 4
         processes[0].wait(timeout=30)  # the relay exits once its job is complete

@@ -23,6 +23,7 @@ def make_parties(
     payload: Sequence[str] | None = None,
     chunk_size: int = 3,
     run_id: str = "run-1",
+    align: bool = False,
 ) -> tuple[PsiParty, PsiParty]:
     def table(rows: Sequence[Sequence[str | None]]) -> list[pd.Series]:
         return [
@@ -40,6 +41,7 @@ def make_parties(
         rules=RULES.version(tuple(kinds)),
         labeled=payload is not None,
         chunk_size=chunk_size,
+        align=align,
     )
     return PsiParty(Role.LEFT, config, li), PsiParty(Role.RIGHT, config, ri)
 

@@ -99,6 +99,47 @@ def test_both_sides_with_parquet_and_different_column_names(files: Path) -> None
     assert right["tag"].tolist() == ["t1", "t3"]
 
 
+def test_align_adds_a_shared_match_id(files: Path) -> None:
+    result = pec(
+        "psi",
+        "local",
+        "left.csv",
+        "right.csv",
+        "--key",
+        "phone=mobile",
+        "--key",
+        "email",
+        "--reveal",
+        "both",
+        "--align",
+        "--out",
+        "out",
+        cwd=files,
+    )
+    assert result.returncode == 0, result.stderr
+    left = pd.read_csv(files / "out" / "left.csv", dtype=str, keep_default_na=False)
+    right = pd.read_csv(files / "out" / "right.csv", dtype=str, keep_default_na=False)
+    joined = left.merge(right, on="pec_match_id")
+    assert sorted(zip(joined["id"], joined["tag"], strict=True)) == [
+        ("1", "t1"), ("2", "t3"), ("3", "t2"),
+    ]  # fmt: skip
+    refused = pec(
+        "psi",
+        "local",
+        "left.csv",
+        "right.csv",
+        "--key",
+        "phone=mobile",
+        "--reveal",
+        "left",
+        "--align",
+        "--out",
+        "out2",
+        cwd=files,
+    )
+    assert refused.returncode == 2 and "--align needs --reveal both" in refused.stderr
+
+
 def test_count_mode_reveals_no_rows_and_clears_stale_outputs(files: Path) -> None:
     (files / "out").mkdir()
     (files / "out" / "left.csv").write_text("stale\n")

@@ -293,3 +293,29 @@ def test_duplicates_are_sent_once() -> None:
     points = [b"".join(m.body for m in masked_from_left)[i : i + 32] for i in range(0, 64, 32)]
     assert sum(m.count for m in masked_from_left) == 2  # id1 and id2, once each
     assert len(set(points)) == 2
+
+
+@given(data=st.data())
+def test_alignment_ids_pair_the_matched_rows(data) -> None:
+    kinds = (KeyKind.RAW,)
+    left, right = data.draw(tables(kinds)), data.draw(tables(kinds))
+    a, b = make_parties(left, right, kinds, Reveal.BOTH, align=True)
+    exchange(a, b)
+    lres, rres = a.result(), b.result()
+    assert set(lres.match_ids) == set(lres.matched_rows.tolist())
+    assert set(rres.match_ids) == set(rres.matched_rows.tolist())
+    left_values, right_values = normalized(left, kinds), normalized(right, kinds)
+    for i, lid in lres.match_ids.items():
+        partners = {j for j, rid in rres.match_ids.items() if rid == lid}
+        assert partners == {j for j, r in enumerate(right_values) if r[0] == left_values[i][0]}
+
+
+def test_alignment_needs_both_sides_to_learn_and_to_agree() -> None:
+    with pytest.raises(ValueError, match="reveal=both"):
+        make_parties([("x",)], [("x",)], (KeyKind.RAW,), Reveal.LEFT, align=True)
+    a, _ = make_parties([("x",)], [("x",)], (KeyKind.RAW,), Reveal.BOTH, align=True)
+    _, b = make_parties([("x",)], [("x",)], (KeyKind.RAW,), Reveal.BOTH)
+    hello_a = from_wire(to_wire(next(a.start())))
+    next(b.start())
+    with pytest.raises(HandshakeMismatch, match="alignment"):
+        list(b.receive(hello_a))
