@@ -71,7 +71,14 @@ def local(
         bool, typer.Option(help="Fold provider aliases (Gmail dots, +tags).")
     ] = False,
     chunk_size: Annotated[int, typer.Option(min=1, help="Values per message.")] = 65_536,
-    workers: Annotated[int, typer.Option(min=0, help="Processes per party; 0 = cores.")] = 0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Worker processes per party; 0 = half the cores each (both parties share this "
+            "machine); 1 = the party process computes itself.",
+        ),
+    ] = 0,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the peer.")] = 600.0,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the summary as the last line of stdout.")

@@ -130,8 +130,8 @@ EARLY_POOL_BYTES = 512 * 1024
 def _engine_for(data_size: int, workers: int, early: BatchEngine | None) -> BatchEngine:
     if early is not None:
         return early
-    if data_size < POOL_THRESHOLD:
-        return InlineEngine()
+    if data_size < POOL_THRESHOLD or workers == 1:
+        return InlineEngine()  # one worker: the party process computes itself, no IPC
     return PoolEngine(workers)
 
 
@@ -195,7 +195,7 @@ def _party_main(job: _PartyJob, conn: Connection, events: Any) -> None:
         clock = now
 
     try:
-        if job.path.stat().st_size > EARLY_POOL_BYTES:
+        if job.path.stat().st_size > EARLY_POOL_BYTES and job.workers != 1:
             engine = PoolEngine(job.workers)
         table = read_columns(job.path, list(dict.fromkeys(job.columns + job.payload)))
         lap("read")
@@ -302,6 +302,8 @@ def run_psi_local(
     ctx = get_context("spawn")
     conn_left, conn_right = ctx.Pipe(duplex=True)
     events = ctx.Queue()
+    # both parties share this machine: by default each takes half the cores (one: compute inline)
+    workers = options.workers or max(1, (os.cpu_count() or 2) // 2)
     jobs = {
         Role.LEFT: _PartyJob(
             Role.LEFT,
@@ -312,7 +314,7 @@ def run_psi_local(
             rules,
             kinds,
             workdir,
-            options.workers,
+            workers,
             options.timeout,
         ),
         Role.RIGHT: _PartyJob(
@@ -324,7 +326,7 @@ def run_psi_local(
             rules,
             kinds,
             workdir,
-            options.workers,
+            workers,
             options.timeout,
         ),
     }
