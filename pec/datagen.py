@@ -55,6 +55,11 @@ _SURNAMES = np.array(["wang", "li", "zhang", "liu", "chen", "yang", "zhao", "hua
 _CITIES = np.array(["shanghai", "beijing", "shenzhen", "chengdu", "hangzhou", "wuhan"])
 _COMPETITORS = np.array(["byd", "tesla", "toyota", "vw", "geely", "nio"])
 _EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+# data categories from the consent ledger's taxonomy (consent.model.DATA_CATEGORIES)
+_CATEGORIES_MATCH = "identifier.phone;identifier.email"
+_CATEGORIES_MODEL = (
+    "identifier.phone;identifier.email;transaction.vehicle;income_level;insurance;interests"
+)
 
 # Planted signal: logits of the outcomes as functions of the latent traits
 TRUTH = {
@@ -304,7 +309,7 @@ def _consent_chunk(person: np.ndarray, spec: DatasetSpec) -> pd.DataFrame:
                     "action": action,
                     "purpose": purpose,
                     "recipient": recipient,
-                    "data_categories": "contact;vehicle;financial" if n < 2 else "contact",
+                    "data_categories": _CATEGORIES_MODEL if n < 2 else _CATEGORIES_MATCH,
                     "legal_basis": "consent",
                     "notice_id": "brand-privacy-notice",
                     "notice_version": "3",

@@ -1,6 +1,9 @@
 """The generated dataset: reproducible, chunk-invariant, consistent across tables, with signal."""
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -8,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from consent.model import DATA_CATEGORIES
+from consent.model import PURPOSES as CONSENT_PURPOSES
 from pec.datagen import PARTNER_ID, PURPOSES, DatasetSpec, generate_dataset
 from psi.normalize import KeyKind, NormalizationRules, normalize_column
 
@@ -89,6 +94,31 @@ def test_consent_events_follow_the_import_format(dataset: Path) -> None:
     assert {"grant", "refuse", "withdraw"} <= set(events["action"])
     assert PARTNER_ID in set(events["recipient"])
     assert pd.to_datetime(events["occurred_at"], utc=True).notna().all()
+    categories = {c for cell in events["data_categories"] for c in cell.split(";")}
+    assert categories <= DATA_CATEGORIES and set(events["purpose"]) <= CONSENT_PURPOSES
+
+
+@pytest.mark.e2e
+def test_consent_events_import_into_the_ledger(dataset: Path, tmp_path: Path) -> None:
+    env = os.environ | {"PEC_HOME": str(tmp_path / "home")}
+
+    def pec(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pec", "consent", *args],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    imported = pec("import", str(dataset / "brand_consent.csv"))
+    assert imported.returncode == 0, imported.stderr
+    cohort = pec(
+        "cohort", "--purpose", "marketing.lead_scoring", "--recipient", PARTNER_ID,
+        "--out", str(tmp_path / "cohort.csv"),
+    )  # fmt: skip
+    assert cohort.returncode == 0, cohort.stderr
+    receipt = json.loads((tmp_path / "cohort.receipt.json").read_text())
+    excluded = receipt["excluded"]
+    assert receipt["eligible"] > 0 and excluded["refused"] > 0 and excluded["withdrawn"] > 0
+    assert excluded["other_recipient"] > 0
 
 
 def test_spec_rejects_impossible_sizes() -> None:

@@ -43,6 +43,37 @@ def wait_http(url: str, timeout: float) -> None:
     raise AssertionError(f"{url} did not come up within {timeout} s")
 
 
+def wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(1)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.3)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def launch(env: dict[str, str], run_config: str, attempts: int = 5) -> str:
+    """`flwr run`, retried while the SuperLink is still starting; returns the run id."""
+    output = ""
+    for _ in range(attempts):
+        launched = subprocess.run(
+            [str(BIN / "flwr"), "run", str(APP), "pec-test", "--run-config", run_config,
+             "--format", "json"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        output = launched.stdout + launched.stderr
+        try:
+            answer = json.loads(launched.stdout)
+        except json.JSONDecodeError:
+            answer = {}
+        if launched.returncode == 0 and "run-id" in answer:
+            return str(answer["run-id"])
+        time.sleep(3)
+    raise AssertionError(f"flwr run did not start a run: {output[-2000:]}")
+
+
 def run_status(env: dict[str, str], run_id: str) -> str:
     listing = subprocess.run(
         [str(BIN / "flwr"), "ls", "pec-test", "--run-id", run_id, "--format", "json"],
@@ -111,18 +142,13 @@ def test_psi_both_sides_over_flower(tmp_path: Path) -> None:
             "sn", "supernode.log",
         )  # fmt: skip
         wait_http(f"http://127.0.0.1:{relay_port}/health", 60)
+        wait_port(sl_port, 60)
         cli_env = env | {"FLWR_HOME": str(homes["cli"])}
         run_config = (
             f'job-id="{job}" table="{tmp_path / "brand.csv"}" keys="phone=mobile:phone" '
             f'reveal="both" out="{tmp_path / "brand_out"}" timeout=240 align=true'
         )
-        launched = subprocess.run(
-            [str(BIN / "flwr"), "run", str(APP), "pec-test", "--run-config", run_config,
-             "--format", "json"],
-            env=cli_env, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert launched.returncode == 0, launched.stdout + launched.stderr
-        run_id = str(json.loads(launched.stdout)["run-id"])
+        run_id = launch(cli_env, run_config)
         deadline, status = time.monotonic() + 240, ""
         while time.monotonic() < deadline:
             status = run_status(cli_env, run_id)
