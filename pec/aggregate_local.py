@@ -14,19 +14,12 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass
-from multiprocessing import get_context
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from pec.errors import InputError, PecError
-from pec.psi_local import (
-    KeyPair,
-    ProgressSink,
-    collect_reports,
-    peak_rss_mb,
-    publish,
-)
+from pec.psi_local import KeyPair, ProgressSink, peak_rss_mb, publish, run_parties
 from pec.tables import inspect_table, read_columns
 from psi.aggregate import AGG_PROTOCOL, AggregateBrand, AggregateConfig, AggregatePartner
 from psi.batch import BatchEngine, InlineEngine, PoolEngine
@@ -176,29 +169,14 @@ def run_aggregate_local(
     out.parent.mkdir(parents=True, exist_ok=True)
     workdir = out.parent / f".{out.name}.partial-{config.run_id[:12]}"
     workdir.mkdir()
-    ctx = get_context("spawn")
-    conn_brand, conn_partner = ctx.Pipe(duplex=True)
-    events = ctx.Queue()
     jobs = {
         Role.LEFT: _Job(Role.LEFT, brand, options.key.left, "", config, rules, options, workdir),
         Role.RIGHT: _Job(
             Role.RIGHT, partner, options.key.right, options.group, config, rules, options, workdir
         ),
     }
-    processes = {
-        role: ctx.Process(
-            target=_party_main,
-            args=(job, conn_brand if role is Role.LEFT else conn_partner, events),
-            name=f"pec-aggregate-{role.value}",
-        )
-        for role, job in jobs.items()
-    }
     try:
-        for process in processes.values():
-            process.start()
-        conn_brand.close()
-        conn_partner.close()
-        reports = collect_reports(processes, events, options.timeout, progress)
+        reports = run_parties(_party_main, jobs, "pec-aggregate", options.timeout, progress)
         b, p = reports["left"], reports["right"]
         summary = {
             "protocol": AGG_PROTOCOL,
@@ -229,8 +207,4 @@ def run_aggregate_local(
         publish(workdir, out, OUTPUT_NAMES)
         return summary
     finally:
-        for process in processes.values():
-            if process.is_alive():
-                process.kill()
-            process.join(timeout=10)
         shutil.rmtree(workdir, ignore_errors=True)

@@ -299,9 +299,6 @@ def run_psi_local(
     out.parent.mkdir(parents=True, exist_ok=True)
     workdir = out.parent / f".{out.name}.partial-{config.run_id[:12]}"
     workdir.mkdir()
-    ctx = get_context("spawn")
-    conn_left, conn_right = ctx.Pipe(duplex=True)
-    events = ctx.Queue()
     # both parties share this machine: by default each takes half the cores (one: compute inline)
     workers = options.workers or max(1, (os.cpu_count() or 2) // 2)
     jobs = {
@@ -330,11 +327,40 @@ def run_psi_local(
             options.timeout,
         ),
     }
+    try:
+        reports = run_parties(_party_main, jobs, "pec-psi", options.timeout, progress)
+        summary = _summary(left, right, options, config, reports, time.perf_counter() - started)
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        publish(workdir, out)
+        return summary
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_parties(
+    target: Callable[[Any, Connection, Any], None],
+    jobs: dict[Role, Any],
+    name: str,
+    timeout: float,
+    progress: ProgressSink | None,
+) -> dict[str, dict[str, Any]]:
+    """Start the left and right party processes, connected by a pipe; collect their reports.
+
+    ``target(job, connection, events)`` runs in each process and posts its progress, result or
+    error to ``events``. Both processes are stopped (killed if needed) before this returns.
+
+    Raises:
+        InputError: a party could not use its input.
+        PsiError: a party failed, died, or made no progress within ``timeout``.
+    """
+    ctx = get_context("spawn")
+    conn_left, conn_right = ctx.Pipe(duplex=True)
+    events = ctx.Queue()
     processes = {
         role: ctx.Process(
-            target=_party_main,
+            target=target,
             args=(job, conn_left if role is Role.LEFT else conn_right, events),
-            name=f"pec-psi-{role.value}",
+            name=f"{name}-{role.value}",
         )
         for role, job in jobs.items()
     }
@@ -343,17 +369,12 @@ def run_psi_local(
             process.start()
         conn_left.close()
         conn_right.close()
-        reports = collect_reports(processes, events, options.timeout, progress)
-        summary = _summary(left, right, options, config, reports, time.perf_counter() - started)
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        publish(workdir, out)
-        return summary
+        return collect_reports(processes, events, timeout, progress)
     finally:
         for process in processes.values():
             if process.is_alive():
                 process.kill()
             process.join(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def collect_reports(
