@@ -30,9 +30,14 @@ test: lint typecheck
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m unit
 
-bench-psi: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
-	$(BIN)/python benchmarks/bench_psi.py
+# openmined-psi pins protobuf 6.30.2, older than what Flower's grpc-health needs: it gets its own
+# virtualenv so that the project's .venv keeps a working Flower.
+BENCH_VENV ?= .venv-bench
+bench-psi:
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[bench]'
+	$(BENCH_VENV)/bin/python benchmarks/bench_psi.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
