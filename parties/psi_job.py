@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pec.psi_local import PsiLocalOptions, parse_key_spec, publish, write_matches
+from pec.psi_local import KeyPair, parse_key_spec, publish, write_matches
 from pec.tables import inspect_table, read_columns
 from psi.batch import BatchEngine, InlineEngine, PoolEngine
 from psi.normalize import NormalizationRules
@@ -27,10 +27,9 @@ from psi.wire import PROTOCOL, Role
 __all__ = ["PsiJobSide", "parse_keys"]
 
 
-def parse_keys(text: str) -> PsiLocalOptions:
+def parse_keys(text: str) -> tuple[KeyPair, ...]:
     """Keys as one string, ``;``-separated ``COL[:KIND]`` or ``LEFT=RIGHT[:KIND]`` specs."""
-    keys = tuple(parse_key_spec(spec) for spec in text.split(";") if spec.strip())
-    return PsiLocalOptions(keys=keys, reveal=Reveal.COUNT)
+    return tuple(parse_key_spec(spec) for spec in text.split(";") if spec.strip())
 
 
 @dataclass
@@ -58,7 +57,7 @@ class PsiJobSide:
         Raises:
             InputError: the table or a key column is missing or unreadable.
         """
-        keys = parse_keys(self.keys).keys
+        keys = parse_keys(self.keys)
         columns = [k.left if self.role is Role.LEFT else k.right for k in keys]
         inspect_table(self.table, role=self.role.value).require(columns, role=self.role.value)
         rules = NormalizationRules(self.region)

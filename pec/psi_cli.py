@@ -211,14 +211,15 @@ def serve(
     """Serve one approved PSI job to the partner's Flower relay; exit when it completes."""
     from parties.psi_job import PsiJobSide
     from parties.relay_server import RelayServer
+    from pec.tables import inspect_table
     from psi.wire import Role
 
     try:
-        check = [parse_key_spec(spec) for spec in key]
+        pairs = [parse_key_spec(spec) for spec in key]
+        inspect_table(table, role="partner").require([k.right for k in pairs], role="partner")
         side = PsiJobSide(
             job_id, Role.RIGHT, table, ";".join(key), reveal, out, region=region, align=align
         )
-        check_inputs_one(table, [k.right for k in check])
         server = RelayServer(side, host, port)
     except (InputError, InvalidKeyKind, ValueError, OSError) as exc:
         raise fail(str(exc), 2) from None
@@ -227,17 +228,6 @@ def serve(
     _stderr.print(f"job {job_id}: {outcome}")
     if outcome != "completed":
         raise typer.Exit(1)
-
-
-def check_inputs_one(table: Path, columns: list[str]) -> None:
-    """Validate one party's table and key columns before serving.
-
-    Raises:
-        InputError: naming the file and the missing column.
-    """
-    from pec.tables import inspect_table
-
-    inspect_table(table, role="partner").require(columns, role="partner")
 
 
 def _print_summary(summary: dict[str, object]) -> None:

@@ -29,6 +29,7 @@ import hashlib
 import math
 import os
 import secrets
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -50,7 +51,7 @@ from psi.errors import (
     PsiError,
     UnexpectedMessage,
 )
-from psi.protocol import truncation_width
+from psi.protocol import check_envelope, random_permutation, split_records, truncation_width
 from psi.wire import (
     AggCiphers,
     AggHello,
@@ -118,11 +119,7 @@ def _tag(config: AggregateConfig) -> bytes:
     return f"{AGG_PROTOCOL}|kind={config.kind}".encode()
 
 
-def _split(buffer: bytes, width: int) -> list[bytes]:
-    return [buffer[i : i + width] for i in range(0, len(buffer), width)]
-
-
-class _Party:
+class _Party(ABC):
     role: Role
 
     def __init__(
@@ -173,13 +170,7 @@ class _Party:
         if self._stage in (_Stage.NEW, _Stage.DONE, _Stage.FAILED):
             raise UnexpectedMessage(f"message received in stage {self._stage.value}")
         try:
-            if message.run_id != self.config.run_id:
-                raise UnexpectedMessage("message belongs to another run")
-            if message.sender is not self.role.peer:
-                raise UnexpectedMessage(f"message claims to come from {message.sender.value}")
-            if message.seq != self._seq_in:
-                kind = "replayed" if message.seq < self._seq_in else "out of order"
-                raise UnexpectedMessage(f"message {kind}: sequence {message.seq}")
+            check_envelope(message, self.config.run_id, self.role.peer, self._seq_in)
             if isinstance(message, AggHello) != (self._stage is _Stage.HELLO_SENT):
                 raise UnexpectedMessage(f"{type(message).__name__} not expected now")
             self._seq_in += 1
@@ -192,8 +183,9 @@ class _Party:
                 raise UnexpectedMessage(f"unusable ciphertext from the peer: {exc}") from exc
             raise
 
+    @abstractmethod
     def _dispatch(self, message: Message) -> Iterator[Message]:
-        raise NotImplementedError
+        """Handle one checked message of this side's protocol."""
 
     def _check_hello(self, hello: AggHello) -> None:
         for what, ours, theirs in (
@@ -300,7 +292,7 @@ class AggregateBrand(_Party):
             raise UnexpectedMessage("doubles have the wrong width")
         if self._doubles_in + msg.count > len(self._values):
             raise UnexpectedMessage("more doubles than values sent")
-        self._doubles.update(_split(msg.body, self._width))
+        self._doubles.update(split_records(msg.body, self._width))
         self._doubles_in += msg.count
 
     def _on_ciphers(self, msg: AggCiphers) -> None:
@@ -315,9 +307,9 @@ class AggregateBrand(_Party):
         self._next_chunk += 1
         self._records_in += msg.count
         step = POINT_BYTES + msg.ct_width
-        records = _split(msg.body, step)
+        records = split_records(msg.body, step)
         points = b"".join(r[:POINT_BYTES] for r in records)
-        doubled = _split(
+        doubled = split_records(
             self._engine.mask_and_truncate(self._key.raw_scalar(), points, self._width, False),
             self._width,
         )
@@ -435,17 +427,13 @@ class AggregatePartner(_Party):
         doubled = self._engine.mask_and_truncate(
             self._key.raw_scalar(), msg.body, self._width, False
         )
-        self._masked.extend(_split(doubled, self._width))
+        self._masked.extend(split_records(doubled, self._width))
         if self._masked_in == self._brand_size:
             yield from self._send_doubles()
             yield from self._send_records()
 
-    def _permutation(self, n: int) -> list[int]:
-        keys = [int.from_bytes(self._randbytes(8), "big") for _ in range(n)]
-        return sorted(range(n), key=keys.__getitem__)
-
     def _send_doubles(self) -> Iterator[Message]:
-        shuffled = [self._masked[i] for i in self._permutation(len(self._masked))]
+        shuffled = [self._masked[i] for i in random_permutation(len(self._masked), self._randbytes)]
         self._masked = []
         chunk = self.config.chunk_size
         for index, start in enumerate(range(0, len(shuffled), chunk)):
@@ -459,14 +447,14 @@ class AggregatePartner(_Party):
         slot = slot_bits_for(self._brand_size)
         public = self._keys.public_key
         ct_width = (public.nsquare.bit_length() + 7) // 8
-        order = self._permutation(len(self._values))
+        order = random_permutation(len(self._values), self._randbytes)
         chunk = self.config.chunk_size
         with PaillierEngine(
             public, self._keys.private_key, workers=self._paillier_workers
         ) as paillier:
             for index, start in enumerate(range(0, len(order), chunk)):
-                picked = order[start : start + chunk]
-                points = _split(
+                picked = [int(i) for i in order[start : start + chunk]]
+                points = split_records(
                     self._engine.hash_and_mask(
                         self._key.raw_scalar(), self._salt, _tag(self.config),
                         [self._values[i] for i in picked], False,

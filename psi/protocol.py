@@ -185,7 +185,22 @@ class PsiResult:
 ProgressFn = Callable[[str, int, int], None]
 
 
-def _random_permutation(n: int, randbytes: Callable[[int], bytes]) -> np.ndarray:
+def check_envelope(message: Message, run_id: str, peer: Role, expected_seq: int) -> None:
+    """Refuse a message from another run or sender, or with an unexpected sequence number.
+
+    Raises:
+        UnexpectedMessage: naming what is wrong (replayed, out of order, foreign).
+    """
+    if message.run_id != run_id:
+        raise UnexpectedMessage("message belongs to another run")
+    if message.sender is not peer:
+        raise UnexpectedMessage(f"message claims to come from {message.sender.value}")
+    if message.seq != expected_seq:
+        kind = "replayed" if message.seq < expected_seq else "out of order"
+        raise UnexpectedMessage(f"message {kind}: sequence {message.seq}, expected {expected_seq}")
+
+
+def random_permutation(n: int, randbytes: Callable[[int], bytes]) -> np.ndarray:
     """A uniformly random permutation from a cryptographic random source (sort by random keys)."""
     if n == 0:
         return np.zeros(0, dtype=np.int64)
@@ -201,7 +216,7 @@ def _rows_hit(column: np.ndarray, matched_unique: np.ndarray) -> np.ndarray:
     return hit
 
 
-def _split(buffer: bytes, width: int) -> list[bytes]:
+def split_records(buffer: bytes, width: int) -> list[bytes]:
     return [buffer[i : i + width] for i in range(0, len(buffer), width)]
 
 
@@ -233,6 +248,7 @@ class _State:
     peer_sizes: tuple[int, ...] = ()
     peer_payload_width: int = 0
     peer_payload_columns: tuple[str, ...] = ()
+    tag_width: int = 0
     # my values, in the order I sent them (index into slot_values, or record index)
     my_order: list[np.ndarray] = field(default_factory=list)
     my_doubles: list[list[bytes]] = field(default_factory=list)
@@ -366,15 +382,7 @@ class PsiParty:
         self._maybe_finish()
 
     def _check_envelope(self, message: Message) -> None:
-        if message.run_id != self.config.run_id:
-            raise UnexpectedMessage("message belongs to another run")
-        if message.sender is not self.role.peer:
-            raise UnexpectedMessage(f"message claims to come from {message.sender.value}")
-        if message.seq != self._seq_in:
-            kind = "replayed" if message.seq < self._seq_in else "out of order"
-            raise UnexpectedMessage(
-                f"message {kind}: sequence {message.seq}, expected {self._seq_in}"
-            )
+        check_envelope(message, self.config.run_id, self.role.peer, self._seq_in)
         if isinstance(message, Hello) != (self._stage is Stage.HELLO_SENT):
             raise UnexpectedMessage(
                 f"{type(message).__name__.lower()} not expected in stage {self._stage.value}"
@@ -456,6 +464,8 @@ class PsiParty:
             if self.config.labeled
             else truncation_width(sum(left) * arity, sum(right) * arity)
         )
+        # labeled PSI compares truncated tags, not doubles: both sides derive the same width
+        st.tag_width = truncation_width(sum(left), sum(right))
         slots = 1 if self._count_mode else len(self.config.kinds)
         st.peer_sets = [set() for _ in range(len(self.config.kinds))]
         st.my_doubles = [[] for _ in range(slots)]
@@ -492,7 +502,7 @@ class PsiParty:
         if self._count_mode:
             assert st.records is not None
             records = st.records
-            order = _random_permutation(records.shape[0], self._randbytes)
+            order = random_permutation(records.shape[0], self._randbytes)
             st.my_order = [order]
             k = len(self.config.kinds)
             total = records.shape[0]
@@ -508,7 +518,7 @@ class PsiParty:
                     masked = self._engine.hash_and_mask(
                         scalar, st.salt, self._slot_tag(slot), values, self._curve_only
                     )
-                    per_slot.append(_split(masked, POINT_BYTES))
+                    per_slot.append(split_records(masked, POINT_BYTES))
                 body = b"".join(b"".join(vals) for vals in zip(*per_slot, strict=True))
                 self._progress("mask own", start + len(rows), total)
                 yield Points(
@@ -527,7 +537,7 @@ class PsiParty:
             total = sum(len(v) for v in self._data.slot_values)
             done = 0
             for slot, distinct in enumerate(self._data.slot_values):
-                order = _random_permutation(len(distinct), self._randbytes)
+                order = random_permutation(len(distinct), self._randbytes)
                 st.my_order.append(order)
                 tag = self._slot_tag(slot)
                 for index, start in enumerate(range(0, len(distinct), chunk)):
@@ -558,18 +568,16 @@ class PsiParty:
         longest = max((len(p) for slot in payloads for p in slot), default=0)
         plain_width = 4 + longest
         ct_width = plain_width + 16
-        tag_width = truncation_width(
-            sum(st.peer_sizes), sum(len(v) for v in self._data.slot_values)
-        )
+        tag_width = st.tag_width
         total = sum(len(v) for v in self._data.slot_values)
         done = 0
         for slot, values in enumerate(self._data.slot_values):
-            order = _random_permutation(len(values), self._randbytes)
+            order = random_permutation(len(values), self._randbytes)
             tag = self._slot_tag(slot)
             aad = f"{self.config.run_id}|{slot}".encode()
             for index, start in enumerate(range(0, len(values), chunk)):
                 picked = order[start : start + chunk]
-                prfs = _split(
+                prfs = split_records(
                     self._engine.hash_and_mask(
                         scalar, st.salt, tag, [values[i] for i in picked], curve_only=True
                     ),
@@ -629,7 +637,7 @@ class PsiParty:
         self._progress("mask peer", stream.received, stream.expected)
         learns = self.config.reveal.learns_anything(self.role)
         if self._count_mode:
-            values = _split(doubled, st.width)
+            values = split_records(doubled, st.width)
             if learns:
                 for i, value in enumerate(values):
                     st.peer_sets[i % arity].add(value)
@@ -638,7 +646,7 @@ class PsiParty:
                 yield from self._return_shuffled_records()
             return
         if learns and not self.config.labeled:
-            st.peer_sets[msg.slot].update(_split(doubled, st.width))
+            st.peer_sets[msg.slot].update(split_records(doubled, st.width))
         if self.config.labeled or self.config.reveal.learns_rows(self.role.peer):
             yield Points(
                 run_id=self.config.run_id,
@@ -659,8 +667,8 @@ class PsiParty:
         record_width = st.width * k
         joined = b"".join(st.count_buffer)
         st.count_buffer = []
-        records = _split(joined, record_width)
-        order = _random_permutation(len(records), self._randbytes)
+        records = split_records(joined, record_width)
+        order = random_permutation(len(records), self._randbytes)
         chunk = self.config.chunk_size
         for index, start in enumerate(range(0, len(records), chunk)):
             picked = [records[i] for i in order[start : start + chunk]]
@@ -691,9 +699,9 @@ class PsiParty:
             prfs = self._engine.mask_and_truncate(
                 self._unblind.raw_scalar(), msg.body, POINT_BYTES, True
             )
-            st.my_doubles[index].extend(_split(prfs, POINT_BYTES))
+            st.my_doubles[index].extend(split_records(prfs, POINT_BYTES))
         else:
-            st.my_doubles[index].extend(_split(msg.body, st.width * arity))
+            st.my_doubles[index].extend(split_records(msg.body, st.width * arity))
         return iter(())
 
     def _on_labels(self, msg: Labels) -> Iterator[Message]:
@@ -786,9 +794,7 @@ class PsiParty:
 
     def _labeled_result(self) -> PsiResult:
         st, codes = self._state, self._data.row_codes
-        tag_width = truncation_width(
-            sum(len(v) for v in self._data.slot_values), sum(st.peer_sizes)
-        )
+        tag_width = st.tag_width
         matched_any = np.zeros(codes.shape[0], dtype=bool)
         payloads: dict[int, list[bytes]] = {}
         per_key = []
