@@ -23,6 +23,7 @@ from pec.paillier._encoding import (
 )
 from pec.paillier._engine import (
     DEFAULT_WINDOW_BITS,
+    KEY_HOLDER_WINDOW_BITS,
     EncryptedVector,
     PackedCiphertexts,
     PaillierEngine,
@@ -43,6 +44,7 @@ __all__ = [
     "DEFAULT_FRAC_BITS",
     "DEFAULT_KEY_BITS",
     "DEFAULT_WINDOW_BITS",
+    "KEY_HOLDER_WINDOW_BITS",
     "EncodedMatrix",
     "EncodedVector",
     "EncodingOverflowError",

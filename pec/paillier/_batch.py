@@ -64,23 +64,26 @@ def encrypt_chunk(spec: EncryptSpec, plaintexts: list[int], exponents: list[int]
     """Encrypt ``plaintexts`` (already reduced modulo ``n``) with obfuscators ``h_s^a``.
 
     ``exponents`` are the short random exponents ``a``, one per plaintext. With the factors in
-    ``spec`` the same ciphertexts are computed modulo ``p²`` and ``q²`` and recombined (CRT), which
-    is about twice as fast; without them, modulo ``n²``.
+    ``spec`` the same ciphertexts are computed modulo ``p²`` and ``q²`` and recombined (CRT), from
+    one digit extraction shared by both halves; without them, modulo ``n²``. The whole chunk goes
+    through the tables window by window (:meth:`FixedBaseTable.powers_from_digits`).
     """
+    if len(plaintexts) != len(exponents):
+        raise ValueError("one exponent per plaintext")
     if spec.p:
         t = _crt_tables(spec.p, spec.q, spec.h_s, spec.obfuscator_bits, spec.window_bits)
-        out: list[Mpz] = []
         n, psq, qsq, p_inv = t.n, t.psq, t.qsq, t.p_inv
-        for m, a in zip(plaintexts, exponents, strict=True):
-            g = 1 + m * n
-            cp = g % psq * t.table_p.power(a) % psq
-            cq = g % qsq * t.table_q.power(a) % qsq
-            out.append(cp + (cq - cp) * p_inv % qsq * psq)
-        return out
+        columns = t.table_p.digits(exponents)
+        gs = [1 + m * n for m in plaintexts]
+        cps = t.table_p.powers_from_digits(columns, [g % psq for g in gs])
+        cqs = t.table_q.powers_from_digits(columns, [g % qsq for g in gs])
+        return [cp + (cq - cp) * p_inv % qsq * psq for cp, cq in zip(cps, cqs, strict=True)]
     table = _public_table(spec.n, spec.h_s, spec.obfuscator_bits, spec.window_bits)
     nn = gmpy2.mpz(spec.n)
     nsq = nn * nn
-    return [(1 + m * nn) * table.power(a) % nsq for m, a in zip(plaintexts, exponents, strict=True)]
+    return table.powers_from_digits(
+        table.digits(exponents), [(1 + m * nn) % nsq for m in plaintexts]
+    )
 
 
 def obfuscator_chunk(spec: EncryptSpec, exponents: list[int]) -> list[Mpz]:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import gmpy2
+import numpy as np
 
 Mpz = Any  # gmpy2.mpz; gmpy2 ships no usable type information
 
@@ -111,25 +112,70 @@ class FixedBaseTable:
         self._rows = rows
 
     def power(self, exponent: int) -> Mpz:
-        """``base^exponent mod modulus`` for ``0 <= exponent < 2^exponent_bits``."""
-        if exponent < 0 or exponent >> self.exponent_bits:
+        """``base^exponent mod modulus`` for ``0 <= exponent < 2^exponent_bits``.
+
+        Raises:
+            ValueError: the exponent is out of the table's range.
+        """
+        return self.powers([exponent])[0]
+
+    def digits(self, exponents: Sequence[int]) -> list[list[int]]:
+        """The ``w``-bit digits of every exponent, one list per window (column-major).
+
+        ``digits(e)[t][i]`` is bits ``w·t … w·t + w − 1`` of ``exponents[i]``. Extracted for the
+        whole batch at once with numpy from the exponents' bytes, not by big-integer shifts.
+
+        Raises:
+            ValueError: an exponent is out of the table's range.
+        """
+        windows = len(self._rows)
+        if any(e < 0 or e >> self.exponent_bits for e in exponents):
             raise ValueError("exponent out of the table's range")
+        if not exponents:
+            return [[] for _ in range(windows)]
         w = self.window_bits
+        # two spare bytes so that every digit can be read as a 24-bit little-endian word
+        width = (windows * w + 7) // 8 + 2
+        raw = b"".join(int(e).to_bytes(width, "little") for e in exponents)
+        octets = np.frombuffer(raw, dtype=np.uint8).reshape(len(exponents), width)
+        octets = octets.astype(np.uint32)
+        offsets = np.arange(windows) * w
+        first = offsets >> 3
+        words = octets[:, first] | octets[:, first + 1] << 8 | octets[:, first + 2] << 16
+        digits = (words >> (offsets & 7).astype(np.uint32)) & ((1 << w) - 1)
+        columns: list[list[int]] = digits.T.tolist()
+        return columns
+
+    def powers(self, exponents: Sequence[int]) -> list[Mpz]:
+        """``base^e mod modulus`` for every ``e`` in ``exponents`` (see :meth:`powers_from_digits`).
+
+        Raises:
+            ValueError: an exponent is out of the table's range.
+        """
+        return self.powers_from_digits(self.digits(exponents))
+
+    def powers_from_digits(
+        self, columns: Sequence[Sequence[int]], factors: Sequence[Mpz] | None = None
+    ) -> list[Mpz]:
+        """``factors[i]·base^e_i mod modulus`` from the column-major digits of :meth:`digits`.
+
+        Window by window over the whole batch rather than exponent by exponent: each step reads
+        one table row (``2^w`` residues) for every exponent, so the row stays in cache instead of
+        every lookup missing it (the tables of wide windows are far larger than the caches).
+        ``factors`` (default 1) are multiplied in for free as the accumulators' start values.
+        """
         m = self.modulus
-        acc = gmpy2.mpz(1)
-        e = int(exponent)
-        if w == 8:  # byte digits come straight from to_bytes: no big-integer shifts
-            for row, d in zip(self._rows, e.to_bytes(len(self._rows), "little"), strict=False):
-                if d:
-                    acc = acc * row[d] % m
-            return acc
-        mask = (1 << w) - 1
-        for row in self._rows:
-            d = e & mask
-            if d:
-                acc = acc * row[d] % m
-            e >>= w
-        return acc
+        rows = self._rows
+        if len(columns) != len(rows):
+            raise ValueError("digit columns do not match the table's windows")
+        first = rows[0]
+        if factors is None:
+            accs = [first[d] for d in columns[0]]
+        else:
+            accs = [f * first[d] % m for f, d in zip(factors, columns[0], strict=True)]
+        for row, column in zip(rows[1:], columns[1:], strict=True):
+            accs = [a * row[d] % m if d else a for a, d in zip(accs, column, strict=True)]
+        return accs
 
 
 def multi_exponentiate(

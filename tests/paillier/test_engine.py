@@ -9,6 +9,8 @@ import pytest
 
 import pec.paillier
 from pec.paillier import (
+    DEFAULT_WINDOW_BITS,
+    KEY_HOLDER_WINDOW_BITS,
     KeyPair,
     PaillierEngine,
     PublicKey,
@@ -31,6 +33,7 @@ def test_exported_names() -> None:
         "EncodingOverflowError",
         "EncryptedVector",
         "ExponentMismatchError",
+        "KEY_HOLDER_WINDOW_BITS",
         "KeyMismatchError",
         "KeyPair",
         "PackedCiphertexts",
@@ -55,6 +58,51 @@ def test_key_holder_crt_and_public_paths_give_identical_ciphertexts(keys: KeyPai
     )
     pub = PaillierEngine(keys.public_key, workers=1, randbits=random.Random(1).getrandbits)
     assert crt.encrypt(values).ciphertexts == pub.encrypt(values).ciphertexts
+
+
+@pytest.mark.parametrize("window", [5, 8, 11, 12, 13])
+def test_every_window_width_gives_the_window_8_ciphertexts(keys: KeyPair, window: int) -> None:
+    # Prepare: the same exponents (seeded) through the reference path (public key, window 8)
+    values = np.linspace(-2, 2, 7)
+    reference = PaillierEngine(
+        keys.public_key, workers=1, window_bits=8, randbits=random.Random(4).getrandbits
+    ).encrypt(values)
+
+    # Execute: key holder (CRT) and public path with another window
+    crt = PaillierEngine(
+        keys.public_key,
+        keys.private_key,
+        workers=1,
+        window_bits=window,
+        randbits=random.Random(4).getrandbits,
+    ).encrypt(values)
+    pub = PaillierEngine(
+        keys.public_key, workers=1, window_bits=window, randbits=random.Random(4).getrandbits
+    ).encrypt(values)
+
+    # Assert: bit-identical ciphertexts, each (1 + m·n)·h_s^a with the same a
+    assert crt.ciphertexts == reference.ciphertexts
+    assert pub.ciphertexts == reference.ciphertexts
+
+
+def test_window_defaults_by_role_and_range(keys: KeyPair) -> None:
+    assert PaillierEngine(keys.public_key, workers=1).window_bits == DEFAULT_WINDOW_BITS
+    holder = PaillierEngine(keys.public_key, keys.private_key, workers=1)
+    assert holder.window_bits == KEY_HOLDER_WINDOW_BITS
+    for bad in (0, 17):
+        with pytest.raises(ValueError):
+            PaillierEngine(keys.public_key, workers=1, window_bits=bad)
+
+
+@pytest.mark.parametrize("count", [1, 5, 6000, 16_385, 100_000, 100_003])
+def test_chunks_are_balanced_over_the_workers(keys: KeyPair, count: int) -> None:
+    engine = PaillierEngine(keys.public_key, workers=2, chunk_size=4096)
+    size = engine._chunk_size_for(count)
+    tasks = -(-count // size)
+    assert size <= 4096
+    assert tasks % 2 == 0 or count < 16  # tiny batches may leave a worker idle
+    assert count - (tasks - 1) * size > 0  # no empty last task
+    assert size - (count - (tasks - 1) * size) < tasks  # near-equal sizes
 
 
 @pytest.mark.integration

@@ -83,6 +83,47 @@ def test_fixed_base_table_equals_powmod() -> None:
             table.power(1 << 40)
 
 
+@pytest.mark.parametrize(
+    ("window", "bits"),
+    [(1, 1024), (7, 1024), (8, 1024), (11, 1024), (12, 1024), (13, 1024), (16, 100)],
+)
+def test_fixed_base_table_batches_equal_powmod(window: int, bits: int) -> None:
+    # Prepare: production-length exponents (a 512-bit modulus for speed), widths that do and do
+    # not divide the exponent length, up to the 16-bit limit (shorter exponents: 2^16 per row)
+    rng = random.Random(7)
+    modulus = rng.getrandbits(512) | (1 << 511) | 1
+    base = rng.randrange(2, modulus)
+    exps = [0, 1, (1 << bits) - 1] + [rng.getrandbits(bits) for _ in range(20)]
+    factors = [rng.randrange(1, modulus) for _ in exps]
+    table = hazmat.FixedBaseTable(base, modulus, exponent_bits=bits, window_bits=window)
+
+    # Execute
+    columns = table.digits(exps)
+    powers = table.powers(exps)
+    scaled = table.powers_from_digits(columns, factors)
+
+    # Assert
+    assert len(columns) == -(-bits // window)
+    rebuilt = [sum(col[i] << (window * t) for t, col in enumerate(columns)) for i in range(23)]
+    assert rebuilt == exps
+    assert powers == [pow(base, a, modulus) for a in exps]
+    assert scaled == [
+        f * pow(base, a, modulus) % modulus for f, a in zip(factors, exps, strict=True)
+    ]
+    assert table.powers([]) == []
+    assert table.power(exps[-1]) == powers[-1]
+
+
+def test_fixed_base_table_rejects_out_of_range_batches() -> None:
+    table = hazmat.FixedBaseTable(3, 1000003, exponent_bits=20, window_bits=12)
+    with pytest.raises(ValueError):
+        table.powers([5, 1 << 20])
+    with pytest.raises(ValueError):
+        table.powers([-1])
+    with pytest.raises(ValueError):
+        table.powers_from_digits([[1]])  # one column for a two-window table
+
+
 def test_multi_exponentiation_equals_naive() -> None:
     rng = random.Random(6)
     modulus = 1000003 * 999983

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -15,11 +17,36 @@ from pec.paillier import (
     SlotLayout,
     encode_int_vector,
     encode_vector,
+    hazmat,
 )
 
 pytestmark = pytest.mark.unit
 
 ints62 = st.integers(min_value=-(2**62) + 1, max_value=2**62 - 1)
+
+TABLE_MODULUS = 2**127 - 1
+
+
+@cache
+def _table(window: int, bits: int) -> hazmat.FixedBaseTable:
+    return hazmat.FixedBaseTable(3, TABLE_MODULUS, exponent_bits=bits, window_bits=window)
+
+
+@given(
+    st.integers(1, 12),
+    st.integers(1, 200).flatmap(
+        lambda bits: st.tuples(st.just(bits), st.lists(st.integers(0, 2**bits - 1), max_size=8))
+    ),
+)
+def test_fixed_base_batch_digits_and_powers(window: int, case: tuple[int, list[int]]) -> None:
+    bits, exps = case
+    table = _table(window, bits)
+    columns = table.digits(exps)
+    rebuilt = [
+        sum(col[i] << (window * t) for t, col in enumerate(columns)) for i in range(len(exps))
+    ]
+    assert rebuilt == exps
+    assert table.powers(exps) == [pow(3, a, TABLE_MODULUS) for a in exps]
 
 
 @given(st.lists(st.tuples(ints62, ints62), min_size=1, max_size=6))
