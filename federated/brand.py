@@ -60,15 +60,20 @@ class TrainingConfig:
 
     epochs: int = 10
     batch_size: int = 8192
+    """Rows per step; 0 means two steps per epoch (half the training rows each)."""
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     positive_weight: float = 1.0
     patience: int = 3
     seed: int = 0
     workers: int = 1
+    stop_on: str = "loss"
+    """Early-stopping criterion on the validation split: ``loss`` (log-loss) or ``auc``."""
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
-            raise ValueError("epochs, batch_size and patience must be >= 1")
+        if self.epochs < 1 or self.batch_size < 0 or self.patience < 1:
+            raise ValueError("epochs and patience must be >= 1, batch_size >= 0")
+        if self.stop_on not in ("loss", "auc"):
+            raise ValueError("stop_on must be 'loss' or 'auc'")
         if self.positive_weight <= 0:
             raise ValueError("positive_weight must be > 0")
 
@@ -215,7 +220,7 @@ class BrandTrainer:
 
     def _start_epoch(self) -> Message:
         order = self._rng.permutation(len(self._x)).astype(np.int64)
-        size = self.config.batch_size
+        size = self.config.batch_size or max(1, -(-len(self._x) // 2))  # 0: two steps
         self._batches = [np.sort(order[i : i + size]) for i in range(0, len(order), size)]
         self._batch_index = 0
         return self._request_batch()
@@ -298,10 +303,14 @@ class BrandTrainer:
         z = self._model.scores(self._xv) + reply.scores
         p = 1.0 / (1.0 + np.exp(-z))
         loss = log_loss(self._yv, p)
-        self.history.append(EpochRecord(self._epoch, roc_auc(self._yv, p), loss))
-        # early stopping on the validation log-loss (smoother than AUC on a small holdout)
-        if loss < self._best_loss:
-            self._best_loss = loss
+        auc = roc_auc(self._yv, p)
+        self.history.append(EpochRecord(self._epoch, auc, loss))
+        # early stopping on the validation log-loss (smoother than AUC on a small holdout) or,
+        # for few large steps with momentum (where the loss can wobble while the ranking still
+        # improves), on the validation AUC
+        criterion = loss if self.config.stop_on == "loss" else -auc
+        if criterion < self._best_loss:
+            self._best_loss = criterion
             self.best_epoch = self._epoch
             self._best_snapshot = self._model.snapshot()
         self._epoch += 1

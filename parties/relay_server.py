@@ -3,9 +3,10 @@
 A stock Flower SuperNode runs whatever ClientApp the brand's app bundle ships. So that code never
 touches the partner's data, the ClientApp is a thin relay: it POSTs each message's bytes to this
 server on loopback and returns the answer. This process — the partner's installed, pinned PEC —
-reads the partner's table, keeps the PSI state between round trips, and answers only for jobs
-the partner approved (here: the job it was started for). Refusals carry a short reason written
-by this server, never data.
+reads the partner's table, keeps the protocol state between round trips, and answers only for
+jobs the partner approved (here: the job it was started for). Refusals carry a short reason
+written by this server, never data. The job is anything with the :class:`RelayJob` shape: a PSI
+job (:class:`PsiRelayJob`) or a VFL job (:class:`parties.vfl_job.VflRelayJob`).
 
 Endpoints: ``POST /relay/{job_id}`` (body: a frame batch, answer: a frame batch),
 ``GET /health``.
@@ -16,25 +17,72 @@ from __future__ import annotations
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from parties.psi_job import PsiJobSide
 from pec.errors import PecError
 from psi.rounds import PsiResponder
 
-__all__ = ["RelayServer"]
+__all__ = ["PsiRelayJob", "RelayJob", "RelayServer"]
 
 MAX_BODY = 1 << 30
 
 
-class RelayServer:
-    """Serves one approved PSI job until it completes (or fails), then stops."""
+class RelayJob(Protocol):
+    """One approved job as the relay server drives it."""
 
-    def __init__(self, side: PsiJobSide, host: str = "127.0.0.1", port: int = 0) -> None:
+    job_id: str
+
+    def answer(self, body: bytes) -> bytes:
+        """The reply to one request (raises a PecError to refuse it)."""
+
+    @property
+    def done(self) -> bool:
+        """True once the job's protocol has finished on this side."""
+
+    def complete(self) -> dict[str, Any]:
+        """Write this side's outputs; returns its summary."""
+
+    def abandon(self) -> None:
+        """Release resources after a failure; nothing is written."""
+
+
+class PsiRelayJob:
+    """A PSI job's responding side."""
+
+    def __init__(self, side: PsiJobSide) -> None:
         self.side = side
+        self.job_id = side.job_id
+        self._responder: PsiResponder | None = None
+
+    def answer(self, body: bytes) -> bytes:
+        """Feed one frame batch to the PSI party."""
+        if self._responder is None:
+            self._responder = PsiResponder(self.side.party())
+        return self._responder.answer(body)
+
+    @property
+    def done(self) -> bool:
+        """True once the PSI party has its result."""
+        return self._responder is not None and self._responder.party.done
+
+    def complete(self) -> dict[str, Any]:
+        """Write the matched rows and the summary."""
+        assert self._responder is not None
+        return self.side.finish(self._responder.party.result())
+
+    def abandon(self) -> None:
+        """Release the PSI workers."""
+        self.side.abandon()
+
+
+class RelayServer:
+    """Serves one approved job until it completes (or fails), then stops."""
+
+    def __init__(self, job: RelayJob | PsiJobSide, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.job: RelayJob = PsiRelayJob(job) if isinstance(job, PsiJobSide) else job
         self.outcome: str | None = None
         self.summary: dict[str, Any] | None = None
-        self._responder: PsiResponder | None = None
         self._lock = threading.Lock()
         self.finished = threading.Event()
         server = self
@@ -76,23 +124,20 @@ class RelayServer:
 
     def handle(self, job_id: str, body: bytes) -> tuple[HTTPStatus, bytes]:
         """Answer one batch for ``job_id``; refuse jobs this partner did not approve."""
-        if job_id != self.side.job_id:
+        if job_id != self.job.job_id:
             return HTTPStatus.FORBIDDEN, b"job not approved by this partner"
         with self._lock:
             if self.finished.is_set():
                 return HTTPStatus.CONFLICT, b"job already finished"
             try:
-                if self._responder is None:
-                    self._responder = PsiResponder(self.side.party())
-                answer = self._responder.answer(body)
-                party = self._responder.party
-                if party.done and not self.side.written:
-                    self.summary = self.side.finish(party.result())
+                answer = self.job.answer(body)
+                if self.job.done:
+                    self.summary = self.job.complete()
                     self.outcome = "completed"
                     self.finished.set()
                 return HTTPStatus.OK, answer
             except PecError as exc:
-                self.side.abandon()
+                self.job.abandon()
                 self.outcome = f"failed: {type(exc).__name__}"
                 self.finished.set()
                 return HTTPStatus.CONFLICT, f"{type(exc).__name__}: {exc}".encode()[:500]

@@ -16,6 +16,7 @@ from pec.errors import PecError
 from pec.node_cli import app as node_app
 from pec.psi_cli import app as psi_app
 from pec.psi_cli import fail, progress_bars
+from pec.vfl_cli import app as vfl_app
 
 app = typer.Typer(
     name="pec",
@@ -26,6 +27,7 @@ app = typer.Typer(
 app.add_typer(psi_app, name="psi")
 app.add_typer(consent_app, name="consent")
 app.add_typer(node_app, name="node")
+app.add_typer(vfl_app, name="vfl")
 data_app = typer.Typer(help="Generated data for trying PEC out.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 

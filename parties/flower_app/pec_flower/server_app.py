@@ -13,7 +13,14 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Drive the job named in the run config; the brand's outputs land in its ``out`` folder."""
-    from parties.flower_psi import run_brand_psi  # the brand's installed, pinned PEC
+    config = dict(context.run_config)
+    if config.get("kind", "psi") == "vfl":
+        from parties.flower_vfl import run_brand_vfl  # the brand's installed, pinned PEC
 
-    summary = run_brand_psi(grid, dict(context.run_config))
+        metrics = run_brand_vfl(grid, config)
+        print(json.dumps({"job": config["job-id"], "auc": metrics["auc"]}))
+        return
+    from parties.flower_psi import run_brand_psi
+
+    summary = run_brand_psi(grid, config)
     print(json.dumps({"job": summary["job_id"], "intersection": summary["intersection"]}))

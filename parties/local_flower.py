@@ -1,0 +1,206 @@
+"""A Flower deployment on loopback for one machine: SuperLink, a partner, its SuperNode, a run.
+
+``pec vfl local`` (and tests) use it to run the brand and the partner as separate OS processes
+over the real deployment engine, exactly as two nodes would, only on 127.0.0.1: the brand's
+SuperLink and ServerApp (started by ``flwr run``), the partner's own PEC process (the relay
+target that holds its data) and the partner's SuperNode, whose ClientApp only relays bytes.
+Every wait is bounded; every process is started in its own session and stopped by its process
+group. Logs go to files in the work folder, never to the terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from parties.errors import PartyError
+
+__all__ = ["APP_DIR", "LocalFlower", "free_port", "run_config_text"]
+
+APP_DIR = Path(__file__).resolve().parent / "flower_app"
+CONNECTION = "pec-local"
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_config_text(config: Mapping[str, Any]) -> str:
+    """A ``--run-config`` string: TOML ``key=value`` pairs (strings quoted and escaped)."""
+    parts = []
+    for key, value in config.items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, int | float):
+            text = repr(value)
+        else:
+            text = json.dumps(str(value))
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
+
+
+class LocalFlower:
+    """Start, drive and stop a loopback deployment (use as a context manager)."""
+
+    def __init__(self, workdir: Path, *, poll_interval: float = 0.2) -> None:
+        self.workdir = workdir.resolve()
+        self.bin = Path(sys.executable).parent
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.superlink_port = free_port()
+        self.env = os.environ | {
+            "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
+            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": str(poll_interval),
+        }
+        for name in ("superlink", "supernode", "cli"):
+            (self.workdir / "flwr" / name).mkdir(parents=True, exist_ok=True)
+        (self.workdir / "flwr" / "cli" / "config.toml").write_text(
+            f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+            f'address = "127.0.0.1:{self.superlink_port}"\ninsecure = true\n'
+        )
+        self.cli_env = self.env | {"FLWR_HOME": str(self.workdir / "flwr" / "cli")}
+
+    def __enter__(self) -> LocalFlower:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def log(self, name: str) -> Path:
+        """The log file of a started process."""
+        return self.workdir / f"{name}.log"
+
+    def start(self, name: str, args: Sequence[str], home: str | None = None) -> None:
+        """Start a process in its own session, output to ``name.log``."""
+        env = self.env | ({"FLWR_HOME": str(self.workdir / "flwr" / home)} if home else {})
+        with self.log(name).open("wb") as out:
+            self.processes[name] = subprocess.Popen(
+                list(args),
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.workdir,
+            )
+
+    def start_superlink(self) -> None:
+        """The brand's SuperLink (insecure: loopback only)."""
+        self.start(
+            "superlink",
+            [str(self.bin / "flower-superlink"), "--insecure",
+             "--disable-runtime-dependency-installation",
+             "--host", "127.0.0.1", "--port", str(self.superlink_port)],
+            home="superlink",
+        )  # fmt: skip
+
+    def start_supernode(self, partner_url: str) -> None:
+        """The partner's SuperNode; its ClientApp relays to ``partner_url``."""
+        self.start(
+            "supernode",
+            [str(self.bin / "flower-supernode"), "--insecure",
+             "--superlink", f"127.0.0.1:{self.superlink_port}",
+             "--host", "127.0.0.1", "--port", str(free_port()),
+             "--node-config", f"partner-url={json.dumps(partner_url)}"],
+            home="supernode",
+        )  # fmt: skip
+
+    def alive(self, name: str) -> bool:
+        """True while the named process runs."""
+        process = self.processes.get(name)
+        return process is not None and process.poll() is None
+
+    def wait_http(self, url: str, timeout: float, name: str) -> None:
+        """Wait until ``url`` answers (the process ``name`` must stay alive)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive(name):
+                raise PartyError(f"{name} stopped while starting (see {self.log(name)})")
+            try:
+                with urllib.request.urlopen(url, timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise PartyError(f"{name} did not answer within {timeout:.0f} s")
+
+    def wait_superlink(self, timeout: float = 60) -> None:
+        """Wait until the SuperLink accepts connections."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive("superlink"):
+                raise PartyError(f"the SuperLink stopped (see {self.log('superlink')})")
+            with socket.socket() as s:
+                s.settimeout(1)
+                if s.connect_ex(("127.0.0.1", self.superlink_port)) == 0:
+                    return
+            time.sleep(0.2)
+        raise PartyError(f"the SuperLink did not start within {timeout:.0f} s")
+
+    def _flwr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.bin / "flwr"), *args],
+            env=self.cli_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.workdir,
+        )
+
+    def launch(self, run_config: Mapping[str, Any], attempts: int = 6) -> str:
+        """``flwr run`` the app with this config (retried while the SuperLink starts)."""
+        text = run_config_text(run_config)
+        for _ in range(attempts):
+            done = self._flwr(
+                "run", str(APP_DIR), CONNECTION, "--run-config", text, "--format", "json"
+            )
+            try:
+                answer = json.loads(done.stdout)
+            except json.JSONDecodeError:
+                answer = {}
+            if done.returncode == 0 and "run-id" in answer:
+                return str(answer["run-id"])
+            time.sleep(2)
+        (self.workdir / "flwr-run.log").write_text(done.stdout + done.stderr)
+        raise PartyError(f"flwr run did not start a run (see {self.workdir / 'flwr-run.log'})")
+
+    def status(self, run_id: str) -> str:
+        """The run's status as ``flwr ls`` reports it (``finished:completed`` etc.)."""
+        try:
+            listing = self._flwr("ls", CONNECTION, "--run-id", run_id, "--format", "json")
+            runs = json.loads(listing.stdout).get("runs", []) if listing.returncode == 0 else []
+        except (json.JSONDecodeError, subprocess.TimeoutExpired):
+            return ""
+        return str(runs[0].get("status", "")) if runs else ""
+
+    def run_log(self, run_id: str) -> str:
+        """The ServerApp's log of a run (for diagnostics)."""
+        try:
+            return self._flwr("log", run_id, CONNECTION, "--show", timeout=60).stdout
+        except subprocess.TimeoutExpired:
+            return ""
+
+    def stop(self) -> None:
+        """Stop every started process by its process group (TERM, then KILL)."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
