@@ -68,6 +68,9 @@ class TrainingConfig:
     workers: int = 1
     stop_on: str = "loss"
     """Early-stopping criterion on the validation split: ``loss`` (log-loss) or ``auc``."""
+    merge_validation: bool = True
+    """Fold each epoch's validation scores into the next epoch's first request (one round trip
+    fewer per epoch)."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 0 or self.patience < 1:
@@ -137,6 +140,7 @@ class BrandTrainer:
         self._batch_index = 0
         self._pending: GradientUpdate | None = None
         self._residual_seq = -1
+        self._valid_epoch = -1
         self.history: list[EpochRecord] = []
         self.best_epoch = -1
         self._best_snapshot: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None
@@ -235,9 +239,17 @@ class BrandTrainer:
             epoch=self._epoch,
             rows=self._batches[self._batch_index],
             update=update,
+            valid_epoch=self._valid_epoch if self._batch_index == 0 else -1,
         )
 
-    def _on_train_scores(self, reply: PartialScores) -> EncryptedResiduals:
+    def _on_train_scores(self, reply: PartialScores) -> EncryptedResiduals | Finish:
+        if self._valid_epoch >= 0:
+            # the previous epoch's validation rode on this request: evaluate it first
+            if reply.valid_scores is None:
+                raise ProtocolError("validation scores are missing")
+            epoch, self._valid_epoch = self._valid_epoch, -1
+            if self._record_validation(epoch, reply.valid_scores):
+                return self._finish()
         rows = self._batches[self._batch_index]
         if reply.scores.shape != (len(rows),) or not np.all(np.isfinite(reply.scores)):
             raise ProtocolError("partial scores have the wrong shape or are not finite")
@@ -265,7 +277,7 @@ class BrandTrainer:
             ciphertexts=encrypted.to_ints(),
         )
 
-    def _on_gradient(self, reply: MaskedGradient) -> ScoreRequest:
+    def _on_gradient(self, reply: MaskedGradient) -> Message:
         if reply.fingerprint != self._keys.public_key.fingerprint:
             raise ProtocolError("gradient under another key")
         try:
@@ -285,6 +297,10 @@ class BrandTrainer:
         self._batch_index += 1
         if self._batch_index < len(self._batches):
             return self._request_batch()
+        if self.config.merge_validation and self._epoch + 1 < self.config.epochs:
+            self._valid_epoch = self._epoch
+            self._epoch += 1
+            return self._start_epoch()
         update, self._pending = self._pending, None
         self.stage = BrandStage.AWAIT_VALID_SCORES
         return ScoreRequest(
@@ -298,28 +314,35 @@ class BrandTrainer:
         )
 
     def _on_valid_scores(self, reply: PartialScores) -> Message:
-        if reply.scores.shape != (len(self._xv),) or not np.all(np.isfinite(reply.scores)):
+        epoch = self._epoch
+        self._epoch += 1
+        if self._record_validation(epoch, reply.scores) or self._epoch >= self.config.epochs:
+            return self._finish()
+        return self._start_epoch()
+
+    def _record_validation(self, epoch: int, partner_scores: npt.NDArray[np.float64]) -> bool:
+        """Record the validation metrics of ``epoch``; True when training should stop."""
+        if partner_scores.shape != (len(self._xv),) or not np.all(np.isfinite(partner_scores)):
             raise ProtocolError("partial scores have the wrong shape or are not finite")
-        z = self._model.scores(self._xv) + reply.scores
+        z = self._model.scores(self._xv) + partner_scores
         p = 1.0 / (1.0 + np.exp(-z))
         loss = log_loss(self._yv, p)
         auc = roc_auc(self._yv, p)
-        self.history.append(EpochRecord(self._epoch, auc, loss))
+        self.history.append(EpochRecord(epoch, auc, loss))
         # early stopping on the validation log-loss (smoother than AUC on a small holdout) or,
         # for few large steps with momentum (where the loss can wobble while the ranking still
         # improves), on the validation AUC
         criterion = loss if self.config.stop_on == "loss" else -auc
         if criterion < self._best_loss:
             self._best_loss = criterion
-            self.best_epoch = self._epoch
+            self.best_epoch = epoch
             self._best_snapshot = self._model.snapshot()
-        self._epoch += 1
-        stalled = self._epoch - 1 - self.best_epoch >= self.config.patience
-        if self._epoch >= self.config.epochs or stalled:
-            if self._best_snapshot is not None:
-                self._model.restore(self._best_snapshot)
-            self.stage = BrandStage.AWAIT_FINISHED
-            return Finish(
-                job_id=self.job_id, seq=self._next_seq(), update=None, best_epoch=self.best_epoch
-            )
-        return self._start_epoch()
+        return epoch - self.best_epoch >= self.config.patience
+
+    def _finish(self) -> Finish:
+        if self._best_snapshot is not None:
+            self._model.restore(self._best_snapshot)
+        self.stage = BrandStage.AWAIT_FINISHED
+        return Finish(
+            job_id=self.job_id, seq=self._next_seq(), update=None, best_epoch=self.best_epoch
+        )

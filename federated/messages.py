@@ -66,7 +66,9 @@ class ScoreRequest:
     """Brand -> partner: score ``rows`` (positions in the aligned split) with current weights.
 
     ``update`` (if any) is applied first; ``snapshot`` asks the partner to remember its weights
-    under ``epoch`` (for early stopping).
+    under ``epoch`` (for early stopping). ``valid_epoch >= 0`` (on a training request) folds the
+    end of the previous epoch into this round trip: after the update the partner remembers its
+    weights under ``valid_epoch`` and also returns the validation rows' partial scores.
     """
 
     job_id: str
@@ -76,15 +78,17 @@ class ScoreRequest:
     rows: npt.NDArray[np.int64]
     update: GradientUpdate | None
     snapshot: bool = False
+    valid_epoch: int = -1
 
 
 @dataclass(frozen=True, eq=False)
 class PartialScores:
-    """Partner -> brand: ``X_P[rows]·w_P`` for the requested rows."""
+    """Partner -> brand: ``X_P[rows]·w_P`` for the requested rows (and the validation rows')."""
 
     job_id: str
     seq: int
     scores: npt.NDArray[np.float64]
+    valid_scores: npt.NDArray[np.float64] | None = None
 
 
 @dataclass(frozen=True, eq=False)

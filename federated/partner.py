@@ -205,9 +205,15 @@ class PartnerTrainer:
         rows = self._rows(msg.rows, len(self._x_train) if train else len(self._x_valid))
         if train and rows.size < self.config.min_batch_rows:
             raise ProtocolError("batch smaller than the partner's minimum")
+        if msg.valid_epoch >= 0 and not train:
+            raise ProtocolError("validation rides only on a training request")
         self._apply_update(msg.update)  # all checks passed: now change state
         if msg.snapshot:
             self._snapshots[msg.epoch] = self._model.snapshot()
+        valid_scores = None
+        if msg.valid_epoch >= 0:
+            self._snapshots[msg.valid_epoch] = self._model.snapshot()
+            valid_scores = self._model.scores(self._x_valid)
         if train:
             scores = self._model.scores(self._x_train[rows])
             self._batch_rows = rows
@@ -215,7 +221,9 @@ class PartnerTrainer:
         else:
             scores = self._model.scores(self._x_valid[rows])
             self.stage = PartnerStage.IDLE
-        return PartialScores(job_id=self.job_id, seq=msg.seq, scores=scores)
+        return PartialScores(
+            job_id=self.job_id, seq=msg.seq, scores=scores, valid_scores=valid_scores
+        )
 
     def _on_residuals(self, msg: EncryptedResiduals) -> MaskedGradient:
         self._expect(PartnerStage.SCORED)
@@ -260,7 +268,8 @@ class PartnerTrainer:
         )
 
     def _on_finish(self, msg: Finish) -> Finished:
-        self._expect(PartnerStage.IDLE, PartnerStage.GRADIENT_SENT)
+        # SCORED: the brand stopped early on validation scores that rode on a training request
+        self._expect(PartnerStage.IDLE, PartnerStage.GRADIENT_SENT, PartnerStage.SCORED)
         self._apply_update(msg.update)
         if msg.best_epoch in self._snapshots:
             self._model.restore(self._snapshots[msg.best_epoch])

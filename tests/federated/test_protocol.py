@@ -159,6 +159,8 @@ def test_transcript_carries_no_partner_feature_and_no_label(
         message = from_wire(data)
         if isinstance(message, PartialScores):
             assert not feature_values.intersection(message.scores.tolist())
+            if message.valid_scores is not None:
+                assert not feature_values.intersection(message.valid_scores.tolist())
         if isinstance(message, ScoreRequest):
             rows = message.rows
             y = labels[message.kind.value][rows]
@@ -174,3 +176,54 @@ def test_transcript_carries_no_partner_feature_and_no_label(
                 assert not feature_values.intersection(float(v) for v in message.update.values)
         if isinstance(message, EncryptedResiduals):
             assert all(c > 1 << 256 for c in message.ciphertexts)  # ciphertexts, not small values
+
+
+def test_validation_riding_on_training_requests_saves_round_trips_and_changes_nothing() -> None:
+    split = load_split("breast")
+    runs = {}
+    for merge in (True, False):
+        config = TrainingConfig(
+            epochs=4,
+            batch_size=200,
+            optimizer=OptimizerConfig(learning_rate=0.1),
+            patience=4,
+            merge_validation=merge,
+        )
+        keys = KeyPair.generate(512)
+        brand = BrandTrainer(
+            "job-m", keys, split.xb["train"], split.y["train"], split.xb["valid"],
+            split.y["valid"], config,
+        )  # fmt: skip
+        partner = PartnerTrainer(
+            "job-m", split.xp["train"], split.xp["valid"],
+            PartnerConfig(optimizer=config.optimizer, min_key_bits=512),
+        )  # fmt: skip
+        runs[merge] = (brand, partner, run_in_process(brand, partner))
+    merged, plain = runs[True], runs[False]
+    # 4 epochs: 3 validations ride on the next epoch's first request, the last one cannot
+    assert len(plain[2].messages) - len(merged[2].messages) == 2 * 3
+    assert [h.epoch for h in merged[0].history] == [0, 1, 2, 3]
+    for a, b in zip(merged[0].history, plain[0].history, strict=True):
+        assert a.valid_auc == pytest.approx(b.valid_auc, abs=1e-9)
+    np.testing.assert_allclose(merged[1].weights, plain[1].weights, atol=1e-9)
+    np.testing.assert_allclose(merged[0].weights[0], plain[0].weights[0], atol=1e-9)
+
+
+def test_early_stop_on_merged_validation_finishes_from_the_scored_stage() -> None:
+    split = load_split("breast")
+    config = TrainingConfig(
+        epochs=30, batch_size=100, optimizer=OptimizerConfig(learning_rate=0.5), patience=1,
+        stop_on="auc",
+    )  # fmt: skip
+    brand = BrandTrainer(
+        "job-s", KeyPair.generate(512), split.xb["train"], split.y["train"], split.xb["valid"],
+        split.y["valid"], config,
+    )  # fmt: skip
+    partner = PartnerTrainer(
+        "job-s", split.xp["train"], split.xp["valid"],
+        PartnerConfig(optimizer=config.optimizer, min_key_bits=512),
+    )  # fmt: skip
+    run_in_process(brand, partner)
+    assert len(brand.history) < 30  # stopped early, on validation scores of a merged request
+    assert brand.best_epoch == max(brand.history, key=lambda h: h.valid_auc).epoch
+    assert partner.stage.value == "finished"
