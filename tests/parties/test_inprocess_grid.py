@@ -1,0 +1,148 @@
+"""The brand's ServerApp code and the partner's relay ClientApp, without a Flower deployment.
+
+An in-process Grid hands each pushed message straight to the ClientApp's query function (as a
+SuperNode would, minus the polling and the process per message); the ClientApp relays the bytes
+to the partner's relay server on loopback, exactly as in deployment. This is the fast twin of
+`tests/federated/test_vfl_cli.py` (the real deployment).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import sys
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("flwr")
+
+from flwr.app import Context, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from federated.partner import PartnerConfig
+from parties.flower_vfl import job_options, run_brand_vfl
+from parties.relay_server import RelayServer
+from parties.vfl_job import VflRelayJob
+from pec.vfl_tables import load_party_table
+from tests.federated.conftest import DATASETS
+
+pytestmark = pytest.mark.integration
+
+APP = Path(__file__).resolve().parents[2] / "parties" / "flower_app" / "pec_flower"
+
+
+def client_app_relay():  # the ClientApp module as the SuperNode would load it from the bundle
+    spec = importlib.util.spec_from_file_location("pec_flower_client_app", APP / "client_app.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.relay
+
+
+class InProcessGrid:
+    """push/pull of the Grid API, delivered synchronously to one partner's ClientApp."""
+
+    node_id = 42
+
+    def __init__(self, partner_url: str) -> None:
+        self.relay = client_app_relay()
+        self.context = Context(
+            run_id=1, node_id=self.node_id, node_config={"partner-url": partner_url},
+            state=RecordDict(), run_config={},
+        )  # fmt: skip
+        self.replies: dict[str, Message] = {}
+        self.ids = itertools.count(1)
+        self.pushed: list[Message] = []
+
+    def get_node_ids(self) -> list[int]:
+        return [self.node_id]
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        for message in messages:
+            message_id = f"m{next(self.ids)}"
+            assert message.metadata.dst_node_id == self.node_id
+            self.pushed.append(message)
+            self.replies[message_id] = self.relay(message, self.context)
+            ids.append(message_id)
+        return ids
+
+    def pull_messages(self, ids: Iterable[str]) -> list[Message]:
+        return [self.replies.pop(i) for i in ids if i in self.replies]
+
+
+@pytest.fixture(autouse=True)
+def task_identity():
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+
+
+def test_vfl_job_through_server_app_code_and_relay_client_app(tmp_path: Path) -> None:
+    guest = pd.read_csv(DATASETS / "breast_hetero_guest.csv").sample(frac=1.0, random_state=3)
+    host = pd.read_csv(DATASETS / "breast_hetero_host.csv").iloc[:520]
+    guest.to_csv(tmp_path / "brand.csv", index=False)
+    host.to_csv(tmp_path / "partner.csv", index=False)
+    config = {
+        "kind": "vfl", "job-id": "job-grid", "table": str(tmp_path / "brand.csv"),
+        "id-column": "id", "labels": "y", "features": "", "test-table": "",
+        "out": str(tmp_path / "brand_out"), "key-bits": 512, "epochs": 3, "timeout": 120,
+        "progress-file": str(tmp_path / "progress.jsonl"),
+    }  # fmt: skip
+    options = job_options(config)
+    job = VflRelayJob(
+        "job-grid",
+        load_party_table(tmp_path / "partner.csv", "id", role="partner"),
+        tmp_path / "partner_out",
+        config=PartnerConfig(optimizer=options.training.optimizer, min_key_bits=512),
+    )
+    server = RelayServer(job, "127.0.0.1", 0)
+    serving = threading.Thread(target=server.serve, args=(120,), daemon=True)
+    serving.start()
+    grid = InProcessGrid(server.address)
+
+    metrics = run_brand_vfl(grid, config)  # type: ignore[arg-type]
+
+    serving.join(timeout=30)
+    assert server.outcome == "completed"
+    assert metrics["auc"] > 0.95 and metrics["aligned_rows"] == 520
+    assert metrics["round_trips"] == len(grid.pushed)
+    assert all(m.metadata.message_type == "query.pec" for m in grid.pushed)
+    assert (
+        json.loads((tmp_path / "brand_out" / "metrics.json").read_text())["auc"] == metrics["auc"]
+    )
+    assert (tmp_path / "partner_out" / "partner_model.json").exists()
+    stages = [json.loads(line)["stage"] for line in (tmp_path / "progress.jsonl").open()]
+    assert stages[0] == "align" and stages[-1] == "score"
+
+
+def test_partner_errors_reach_the_brand_as_short_reasons_and_nothing_is_written(
+    tmp_path: Path,
+) -> None:
+    guest = pd.read_csv(DATASETS / "breast_hetero_guest.csv")
+    guest.to_csv(tmp_path / "brand.csv", index=False)
+    pd.read_csv(DATASETS / "breast_hetero_host.csv").to_csv(tmp_path / "partner.csv", index=False)
+    job = VflRelayJob(
+        "job-approved",  # the partner approved another job than the one the brand runs
+        load_party_table(tmp_path / "partner.csv", "id", role="partner"),
+        tmp_path / "partner_out",
+    )
+    server = RelayServer(job, "127.0.0.1", 0)
+    threading.Thread(target=server.serve, args=(60,), daemon=True).start()
+    grid = InProcessGrid(server.address)
+    config = {
+        "kind": "vfl", "job-id": "job-unapproved", "table": str(tmp_path / "brand.csv"),
+        "id-column": "id", "labels": "y", "out": str(tmp_path / "brand_out"), "key-bits": 512,
+        "timeout": 60, "progress-file": str(tmp_path / "progress.jsonl"),
+    }  # fmt: skip
+    with pytest.raises(Exception, match="job not approved by this partner"):
+        run_brand_vfl(grid, config)  # type: ignore[arg-type]
+    assert not (tmp_path / "brand_out").exists() and not (tmp_path / "partner_out").exists()
+    last = json.loads((tmp_path / "progress.jsonl").read_text().splitlines()[-1])
+    assert last["stage"] == "error" and "not approved" in last["message"]
+    assert str(sys.maxsize) not in last["message"]
