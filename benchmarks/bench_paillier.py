@@ -38,12 +38,45 @@ def bench_phe(bits: int, count: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def bench_engine(engine: PaillierEngine, count: int) -> float:
+def bench_engine(engine: PaillierEngine, count: int) -> tuple[float, float]:
+    """Encryptions per second, and the seconds to start the workers and build their tables."""
+    start = time.perf_counter()
     engine.encrypt(np.zeros(64))  # start the workers and build their tables outside the clock
+    setup = time.perf_counter() - start
     values = np.random.default_rng(1).normal(size=count)
     start = time.perf_counter()
     engine.encrypt(values)
-    return count / (time.perf_counter() - start)
+    return count / (time.perf_counter() - start), setup
+
+
+def workers_rss_mib() -> float:
+    """Largest resident memory among this process's descendants (the workers), in MiB (Linux).
+
+    The workers are children of the forkserver, not of this process, hence the /proc walk.
+    """
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    family, grew = {os.getpid()}, True
+    while grew:
+        found = {pid for pid, ppid in parents.items() if ppid in family} - family
+        family |= found
+        grew = bool(found)
+    largest = 0
+    for pid in family - {os.getpid()}:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        largest = max(largest, int(line.split()[1]))
+        except OSError:
+            continue
+    return largest / 1024
 
 
 def bench_packed(engine: PaillierEngine, count: int, layout: SlotLayout) -> float:
@@ -71,9 +104,11 @@ def gradient_pass(
     brand = PaillierEngine(keys.public_key, keys.private_key, workers=workers)
     partner = PaillierEngine(keys.public_key, workers=workers)
     x_partner_enc = encode_matrix(x_partner)  # partner, once per job
-    brand.encrypt(np.zeros(8))
-    partner.rerandomize(brand.encrypt(np.zeros(1)))
     times: dict[str, float] = {}
+    ts = time.perf_counter()
+    brand.encrypt(np.zeros(8))  # job start: workers and their tables, outside the pass
+    partner.rerandomize(brand.encrypt(np.zeros(1)))
+    times["setup_workers_tables_s"] = time.perf_counter() - ts
     if precompute:
         tp = time.perf_counter()
         brand.precompute(rows)  # while the brand waits for its peer, before the pass
@@ -140,13 +175,22 @@ def main() -> None:
     print(f"phe encrypt:                     {phe_rate:10.1f} ciphertexts/s (1 process)")
     keys = KeyPair.generate(args.key_bits)
     with PaillierEngine(keys.public_key, workers=args.workers) as public_engine:
-        pub_rate = bench_engine(public_engine, args.engine_count)
+        pub_rate, pub_setup = bench_engine(public_engine, args.engine_count)
+        pub_rss = workers_rss_mib()
     ratio = pub_rate / phe_rate
-    print(f"engine encrypt, public key:      {pub_rate:10.1f} ciphertexts/s  x{ratio:.1f}")
+    print(
+        f"engine encrypt, public key:      {pub_rate:10.1f} ciphertexts/s  x{ratio:.1f}"
+        f"  (window {public_engine.window_bits}, setup {pub_setup:.1f} s, worker {pub_rss:.0f} MiB)"
+    )
     with PaillierEngine(keys.public_key, keys.private_key, workers=args.workers) as key_engine:
-        crt_rate = bench_engine(key_engine, args.engine_count)
+        crt_rate, crt_setup = bench_engine(key_engine, args.engine_count)
+        crt_rss = workers_rss_mib()
         ratio = crt_rate / phe_rate
-        print(f"engine encrypt, key holder:      {crt_rate:10.1f} ciphertexts/s  x{ratio:.1f}")
+        print(
+            f"engine encrypt, key holder:      {crt_rate:10.1f} ciphertexts/s  x{ratio:.1f}"
+            f"  (window {key_engine.window_bits}, setup {crt_setup:.1f} s,"
+            f" worker {crt_rss:.0f} MiB)"
+        )
         layout = SlotLayout(value_bits=26, max_terms=1024)
         packed_rate = bench_packed(key_engine, args.engine_count * 20, layout)
         slots = key_engine.slots(layout)
@@ -155,6 +199,12 @@ def main() -> None:
             f"x{packed_rate / phe_rate:.1f}"
         )
     result.update(
+        window_public=public_engine.window_bits,
+        window_key_holder=key_engine.window_bits,
+        setup_public_s=pub_setup,
+        setup_key_holder_s=crt_setup,
+        worker_rss_public_mib=pub_rss,
+        worker_rss_key_holder_mib=crt_rss,
         phe_per_s=phe_rate,
         engine_public_per_s=pub_rate,
         engine_key_holder_per_s=crt_rate,

@@ -42,7 +42,7 @@ class _CrtTables:
 
 @lru_cache(maxsize=4)
 def _public_table(n: int, h_s: int, bits: int, window: int) -> FixedBaseTable:
-    return FixedBaseTable(h_s, n * n, bits, window)
+    return FixedBaseTable(h_s, n * n, bits, window, modulus_root=n)
 
 
 @lru_cache(maxsize=4)
@@ -55,8 +55,8 @@ def _crt_tables(p: int, q: int, h_s: int, bits: int, window: int) -> _CrtTables:
         n=mp * mq,
         nsq=psq * qsq,
         p_inv=gmpy2.invert(psq, qsq),
-        table_p=FixedBaseTable(h_s % psq, psq, bits, window),
-        table_q=FixedBaseTable(h_s % qsq, qsq, bits, window),
+        table_p=FixedBaseTable(h_s % psq, psq, bits, window, modulus_root=p),
+        table_q=FixedBaseTable(h_s % qsq, qsq, bits, window, modulus_root=q),
     )
 
 

@@ -84,32 +84,84 @@ def raw_decrypt(p: int, q: int, c: int) -> Mpz:
     return xp + u * mp
 
 
+def _split_row(row: Sequence[Mpz], root: Mpz) -> tuple[list[Mpz], list[Mpz]]:
+    """Write each unit ``T`` of a row modulo ``r²`` as ``y·(1 + r·λ)`` with ``y = T mod r``.
+
+    ``λ = (T div r)·y⁻¹ mod r``, the inverses by Montgomery's batch trick (one inversion per row).
+    """
+    ys: list[Mpz] = []
+    highs: list[Mpz] = []
+    for t in row:
+        high, y = gmpy2.f_divmod(t, root)
+        ys.append(y)
+        highs.append(high)
+    prefix = [gmpy2.mpz(1)]
+    for y in ys:
+        prefix.append(prefix[-1] * y % root)
+    inv = gmpy2.invert(prefix[-1], root)
+    lambdas: list[Mpz] = [gmpy2.mpz(0)] * len(ys)
+    for i in range(len(ys) - 1, -1, -1):
+        lambdas[i] = highs[i] * (inv * prefix[i] % root) % root
+        inv = inv * ys[i] % root
+    return ys, lambdas
+
+
 class FixedBaseTable:
     """Precomputed powers of a fixed base for fast ``base^a mod m`` with ``a < 2^exponent_bits``.
 
     The table holds ``base^(d·2^(w·t))`` for every window ``t`` and digit ``d < 2^w``, so one
     exponentiation costs one modular multiplication per ``w``-bit window of the exponent and no
     squaring (a comb without doubling). Memory: ``⌈bits/w⌉·2^w`` residues.
+
+    When the modulus is a square ``r²`` and ``modulus_root = r`` is given (``n²``, ``p²``, ``q²``
+    in Paillier), every entry ``T`` is stored as ``y = T mod r`` (half size) and ``λ`` with
+    ``T ≡ y·(1 + r·λ) (mod r²)``. Since ``(1 + r·λ)(1 + r·μ) ≡ 1 + r·(λ + μ) (mod r²)``, a
+    product of entries is ``(∏ y)·(1 + r·Σλ) mod r²``: each window then costs a multiplication by
+    a half-size ``y`` (about half the work of a full one) and the addition of a ``λ``, and one full
+    multiplication at the end. The results are the same integers either way; a base that is not a
+    unit modulo ``r`` keeps full residues.
     """
 
-    __slots__ = ("_rows", "exponent_bits", "modulus", "window_bits")
+    __slots__ = ("_lambdas", "_root", "_rows", "exponent_bits", "modulus", "window_bits")
 
-    def __init__(self, base: int, modulus: int, exponent_bits: int, window_bits: int = 8) -> None:
+    def __init__(
+        self,
+        base: int,
+        modulus: int,
+        exponent_bits: int,
+        window_bits: int = 8,
+        *,
+        modulus_root: int | None = None,
+    ) -> None:
         if exponent_bits < 1 or not 1 <= window_bits <= 16:
             raise ValueError("exponent_bits must be >= 1 and window_bits in [1, 16]")
         m = gmpy2.mpz(modulus)
+        if modulus_root is not None and modulus_root * modulus_root != m:
+            raise ValueError("modulus_root squared is not the modulus")
         self.modulus = m
         self.exponent_bits = exponent_bits
         self.window_bits = window_bits
-        rows: list[list[Mpz]] = []
         step = gmpy2.mpz(base) % m
+        # the split needs every entry to be a unit modulo r: true exactly when the base is one
+        root = None
+        if modulus_root is not None and modulus_root > 1 and gmpy2.gcd(step, modulus_root) == 1:
+            root = gmpy2.mpz(modulus_root)
+        rows: list[list[Mpz]] = []
+        lambdas: list[list[Mpz]] = []
         for _ in range((exponent_bits + window_bits - 1) // window_bits):
             row = [gmpy2.mpz(1), step]
             for _ in range(2, 1 << window_bits):
                 row.append(row[-1] * step % m)
-            rows.append(row)
             step = row[-1] * step % m
+            if root is None:
+                rows.append(row)
+            else:  # each split row replaces its full one as soon as it is built (peak memory)
+                ys, lams = _split_row(row, root)
+                rows.append(ys)
+                lambdas.append(lams)
         self._rows = rows
+        self._root: Mpz | None = root
+        self._lambdas: list[list[Mpz]] | None = lambdas if root is not None else None
 
     def power(self, exponent: int) -> Mpz:
         """``base^exponent mod modulus`` for ``0 <= exponent < 2^exponent_bits``.
@@ -175,7 +227,13 @@ class FixedBaseTable:
             accs = [f * first[d] % m for f, d in zip(factors, columns[0], strict=True)]
         for row, column in zip(rows[1:], columns[1:], strict=True):
             accs = [a * row[d] % m if d else a for a, d in zip(accs, column, strict=True)]
-        return accs
+        if self._lambdas is None or self._root is None:
+            return accs
+        r = self._root
+        sums = [self._lambdas[0][d] for d in columns[0]]
+        for lambdas, column in zip(self._lambdas[1:], columns[1:], strict=True):
+            sums = [s + lambdas[d] for s, d in zip(sums, column, strict=True)]
+        return [a * (1 + r * (s % r)) % m for a, s in zip(accs, sums, strict=True)]
 
 
 def multi_exponentiate(

@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import gmpy2
 import pytest
 from phe import paillier  # type: ignore[import-untyped]
 
@@ -83,19 +84,24 @@ def test_fixed_base_table_equals_powmod() -> None:
             table.power(1 << 40)
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["full", "split"])
 @pytest.mark.parametrize(
     ("window", "bits"),
     [(1, 1024), (7, 1024), (8, 1024), (11, 1024), (12, 1024), (13, 1024), (16, 100)],
 )
-def test_fixed_base_table_batches_equal_powmod(window: int, bits: int) -> None:
-    # Prepare: production-length exponents (a 512-bit modulus for speed), widths that do and do
-    # not divide the exponent length, up to the 16-bit limit (shorter exponents: 2^16 per row)
+def test_fixed_base_table_batches_equal_powmod(window: int, bits: int, split: bool) -> None:
+    # Prepare: production-length exponents, a modulus r² with a 256-bit prime r for speed, widths
+    # that do and do not divide the exponent length, up to the 16-bit limit (shorter exponents
+    # there: 2^16 entries per row); "split" stores entries as y·(1 + r·λ)
     rng = random.Random(7)
-    modulus = rng.getrandbits(512) | (1 << 511) | 1
+    root = int(gmpy2.next_prime(rng.getrandbits(256) | (1 << 255)))
+    modulus = root * root
     base = rng.randrange(2, modulus)
     exps = [0, 1, (1 << bits) - 1] + [rng.getrandbits(bits) for _ in range(20)]
     factors = [rng.randrange(1, modulus) for _ in exps]
-    table = hazmat.FixedBaseTable(base, modulus, exponent_bits=bits, window_bits=window)
+    table = hazmat.FixedBaseTable(
+        base, modulus, exponent_bits=bits, window_bits=window, modulus_root=root if split else None
+    )
 
     # Execute
     columns = table.digits(exps)
@@ -112,6 +118,19 @@ def test_fixed_base_table_batches_equal_powmod(window: int, bits: int) -> None:
     ]
     assert table.powers([]) == []
     assert table.power(exps[-1]) == powers[-1]
+
+
+def test_split_fixed_base_table_with_a_non_unit_base_falls_back_to_full_residues() -> None:
+    # a base sharing the factor r with the modulus r² has no y·(1 + r·λ) form
+    root = 1000003
+    table = hazmat.FixedBaseTable(
+        root * 7, root * root, exponent_bits=30, window_bits=4, modulus_root=root
+    )
+    assert table.powers([0, 1, 2, 12345]) == [
+        pow(root * 7, a, root * root) for a in (0, 1, 2, 12345)
+    ]
+    with pytest.raises(ValueError):
+        hazmat.FixedBaseTable(3, root * root, exponent_bits=30, modulus_root=root + 2)
 
 
 def test_fixed_base_table_rejects_out_of_range_batches() -> None:
