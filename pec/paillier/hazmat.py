@@ -122,7 +122,7 @@ class FixedBaseTable:
     unit modulo ``r`` keeps full residues.
     """
 
-    __slots__ = ("_lambdas", "_root", "_rows", "exponent_bits", "modulus", "window_bits")
+    __slots__ = ("_lambdas", "_paired", "_root", "_rows", "exponent_bits", "modulus", "window_bits")
 
     def __init__(
         self,
@@ -162,6 +162,10 @@ class FixedBaseTable:
         self._rows = rows
         self._root: Mpz | None = root
         self._lambdas: list[list[Mpz]] | None = lambdas if root is not None else None
+        # With half-size factors and a modulus of up to 2048 bits (the key holder's p², q²), one
+        # reduction per two windows is about 10 % cheaper than one per window with gmpy2 2.3 here;
+        # for n² (4096 bits) it is dearer, so those tables reduce every window.
+        self._paired = root is not None and m.bit_length() <= 2048
 
     def power(self, exponent: int) -> Mpz:
         """``base^exponent mod modulus`` for ``0 <= exponent < 2^exponent_bits``.
@@ -225,8 +229,14 @@ class FixedBaseTable:
             accs = [first[d] for d in columns[0]]
         else:
             accs = [f * first[d] % m for f, d in zip(factors, columns[0], strict=True)]
-        for row, column in zip(rows[1:], columns[1:], strict=True):
-            accs = [a * row[d] % m if d else a for a, d in zip(accs, column, strict=True)]
+        t = 1
+        if self._paired:  # two half-size factors per reduction (measured cheaper there)
+            for t in range(1, len(rows) - 1, 2):
+                r1, r2, c1, c2 = rows[t], rows[t + 1], columns[t], columns[t + 1]
+                accs = [a * r1[d1] * r2[d2] % m for a, d1, d2 in zip(accs, c1, c2, strict=True)]
+            t = len(rows) - (len(rows) - 1) % 2
+        for row, column in zip(rows[t:], columns[t:], strict=True):
+            accs = [a * row[d] % m for a, d in zip(accs, column, strict=True)]
         if self._lambdas is None or self._root is None:
             return accs
         r = self._root

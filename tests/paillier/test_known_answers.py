@@ -120,6 +120,18 @@ def test_fixed_base_table_batches_equal_powmod(window: int, bits: int, split: bo
     assert table.power(exps[-1]) == powers[-1]
 
 
+@pytest.mark.parametrize("root_bits", [1024, 1100])
+def test_split_fixed_base_table_above_and_at_2048_bits_equals_powmod(root_bits: int) -> None:
+    # one reduction per window above a 2048-bit modulus (n² in production), per two windows at
+    # or below it (p², q²): both equal powmod
+    rng = random.Random(root_bits)
+    root = int(gmpy2.next_prime(rng.getrandbits(root_bits) | (1 << (root_bits - 1))))
+    base = rng.randrange(2, root * root)
+    exps = [rng.getrandbits(96) for _ in range(9)]
+    table = hazmat.FixedBaseTable(base, root * root, 96, 6, modulus_root=root)
+    assert table.powers(exps) == [pow(base, a, root * root) for a in exps]
+
+
 def test_split_fixed_base_table_with_a_non_unit_base_falls_back_to_full_residues() -> None:
     # a base sharing the factor r with the modulus r² has no y·(1 + r·λ) form
     root = 1000003
