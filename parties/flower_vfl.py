@@ -18,9 +18,11 @@ from flwr.serverapp import Grid
 
 from federated.artifacts import write_brand_outputs
 from federated.brand import TrainingConfig
-from federated.job import AUTO_BATCH, JobOptions, Progress, run_brand_job
+from federated.errors import ProtocolError
+from federated.job import AUTO_BATCH, JobOptions, Progress, pack, run_brand_job, unpack
 from federated.model import OptimizerConfig, OptimizerKind
 from parties.flower_psi import FlowerExchange, wait_for_node
+from parties.stream import StreamExchange, StreamListener
 from pec.errors import InputError
 from pec.vfl_tables import load_party_table
 
@@ -104,10 +106,36 @@ def _run(grid: Grid, config: Mapping[str, Any], progress: Progress) -> dict[str,
             require_labels=False,
         )
     timeout = float(config.get("timeout", 600))
-    exchange = FlowerExchange(grid, wait_for_node(grid), job_id, timeout=timeout)
-    result = run_brand_job(
-        job_id, train, exchange, job_options(config), test=test, progress=progress
-    )
+    flower = FlowerExchange(grid, wait_for_node(grid), job_id, timeout=timeout)
+    transport = str(config.get("transport", "stream"))
+    if transport not in ("stream", "flower"):
+        raise InputError(f"unknown transport {transport!r} (stream or flower)")
+    host = str(config.get("stream-host", "127.0.0.1"))
+    stream = open_stream(flower, job_id, host, timeout) if transport == "stream" else None
+    try:
+        result = run_brand_job(
+            job_id, train, stream or flower, job_options(config), test=test, progress=progress
+        )
+    finally:
+        if stream is not None:
+            stream.close()
     metrics = write_brand_outputs(result, Path(str(config["out"])))
-    metrics["message_seconds"] = [round(s, 2) for s in exchange.round_trips]
+    metrics["transport"] = transport
+    metrics["flower_message_seconds"] = [round(s, 2) for s in flower.round_trips]
     return metrics
+
+
+def open_stream(flower: FlowerExchange, job_id: str, host: str, timeout: float) -> StreamExchange:
+    """Offer a direct stream over Flower and accept the partner's connection to it.
+
+    Raises:
+        PartyError, ProtocolError: the partner refused, or did not connect in time.
+    """
+    listener = StreamListener(host)
+    try:
+        op, header, _ = unpack(flower(pack("stream", {"job": job_id, **listener.offer()})))
+        if op != "stream" or header.get("job") != job_id or "cert" not in header:
+            raise ProtocolError("the partner did not accept the stream offer")
+        return listener.accept(str(header["cert"]).encode("ascii"), 60.0, timeout)
+    finally:
+        listener.close()

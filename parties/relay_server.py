@@ -85,6 +85,8 @@ class RelayServer:
         self.summary: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self.finished = threading.Event()
+        if hasattr(self.job, "on_finished"):  # a job that can continue on a direct stream
+            self.job.on_finished = self._finished_elsewhere
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -141,6 +143,22 @@ class RelayServer:
                 self.outcome = f"failed: {type(exc).__name__}"
                 self.finished.set()
                 return HTTPStatus.CONFLICT, f"{type(exc).__name__}: {exc}".encode()[:500]
+
+    def _finished_elsewhere(self, error: BaseException | None) -> None:
+        """The job ended on its direct stream: publish or abandon, as after a relayed reply."""
+        with self._lock:
+            if self.finished.is_set():
+                return
+            if error is None and self.job.done:
+                try:
+                    self.summary = self.job.complete()
+                    self.outcome = "completed"
+                except PecError as exc:
+                    self.outcome = f"failed: {type(exc).__name__}"
+            else:
+                self.job.abandon()
+                self.outcome = f"failed: {type(error).__name__ if error else 'stream closed'}"
+            self.finished.set()
 
     def serve(self, timeout: float) -> str:
         """Serve until the job finishes or ``timeout`` seconds pass; returns the outcome."""

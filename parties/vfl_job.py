@@ -7,12 +7,15 @@ brand ends the job, writes the partner's part of the models into the partner's o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from federated.artifacts import write_partner_outputs
-from federated.job import PartnerJob, PartyTable
+from federated.errors import ProtocolError
+from federated.job import PartnerJob, PartyTable, pack, unpack
 from federated.partner import PartnerConfig
+from parties.stream import dial, ephemeral_certificate
 
 __all__ = ["VflRelayJob"]
 
@@ -32,7 +35,11 @@ class VflRelayJob:
     ) -> None:
         self.job_id = job_id
         self.out = out
+        self.timeout = 3600.0
         self._job = PartnerJob(job_id, train, test, config, workers)
+        self._streaming = False
+        self.on_finished: Callable[[BaseException | None], None] | None = None
+        """Set by the relay server: called when the job ends on the direct stream."""
 
     @property
     def partner_job(self) -> PartnerJob:
@@ -40,8 +47,26 @@ class VflRelayJob:
         return self._job
 
     def answer(self, body: bytes) -> bytes:
-        """One reply of the partner's side."""
-        return self._job.answer(body)
+        """One reply of the partner's side; a stream offer moves the job to a direct stream."""
+        op, header, _ = unpack(body)
+        if op != "stream":
+            return self._job.answer(body)
+        if header.get("job") != self.job_id:
+            raise ProtocolError("message for another job")
+        if self._streaming or self.on_finished is None:
+            raise ProtocolError("this job cannot move to a stream now")
+        self._streaming = True
+        cert, key = ephemeral_certificate()
+        dial(
+            header,
+            cert,
+            key,
+            self._job.answer,
+            done=lambda: self._job.done,
+            finished=self.on_finished,
+            timeout=self.timeout,
+        )
+        return pack("stream", {"job": self.job_id, "cert": cert.decode("ascii")})
 
     @property
     def done(self) -> bool:

@@ -55,6 +55,13 @@ def local(
     stop_on: Annotated[str, typer.Option(help="Early stopping on valid auc or loss.")] = "auc",
     timeout: Annotated[float, typer.Option(min=10, help="Give up after this many s.")] = 3600,
     workers: Annotated[int, typer.Option(min=0, help="Worker processes (0 = cores).")] = 0,
+    transport: Annotated[
+        str,
+        typer.Option(
+            help="stream: after an offer over Flower, a direct pinned-TLS stream carries the "
+            "job (partner dials out); flower: every message over Flower."
+        ),
+    ] = "stream",
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
     """Train one model per label between two local parties over a real Flower deployment."""
@@ -62,6 +69,8 @@ def local(
 
     if optimizer not in ("adam", "sgd", "nesterov") or stop_on not in ("auc", "loss"):
         raise fail("--optimizer must be adam, sgd or nesterov; --stop-on auc or loss", 2)
+    if transport not in ("stream", "flower"):
+        raise fail("--transport must be stream or flower", 2)
     options = VflLocalOptions(
         id_column=id_column,
         labels=tuple(label),
@@ -79,6 +88,7 @@ def local(
         stop_on=stop_on,
         timeout=timeout,
         workers=workers,
+        transport=transport,
     )
     try:
         with progress_bars(_stderr) as on_progress:
@@ -105,7 +115,8 @@ def local(
         )
     _stderr.print(
         f"{metrics['train_rows']} training rows, {metrics['test_rows']} evaluated "
-        f"({metrics['evaluated_on']}); {metrics['round_trips']} round trips; "
+        f"({metrics['evaluated_on']}); {metrics['round_trips']} round trips "
+        f"({metrics['transport']}); "
         f"{metrics['seconds_end_to_end']} s; outputs in {out}"
     )
 
@@ -155,6 +166,7 @@ def serve(
             workers=workers or 2,
         )
         job = VflRelayJob(job_id, train, out, test=test_table, config=config, workers=workers)
+        job.timeout = timeout
         server = RelayServer(job, host, port)
     except (InputError, ValueError, OSError) as exc:
         raise fail(str(exc), 2) from None

@@ -49,6 +49,7 @@ class VflLocalOptions:
     stop_on: str = "auc"
     timeout: float = 3600.0
     workers: int = 0
+    transport: str = "stream"
 
 
 def check_inputs(
@@ -112,6 +113,7 @@ def _run_config(
         "workers": options.workers,
         "timeout": float(options.timeout),
         "progress-file": str(staging / "progress.jsonl"),
+        "transport": options.transport,
     }
 
 
