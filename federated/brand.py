@@ -144,7 +144,7 @@ class BrandTrainer:
         self.history: list[EpochRecord] = []
         self.best_epoch = -1
         self._best_snapshot: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None
-        self._best_loss = float("inf")
+        self._best: tuple[float, float] = (float("inf"), float("inf"))
 
     # -- public surface -------------------------------------------------------------------------
 
@@ -331,10 +331,11 @@ class BrandTrainer:
         self.history.append(EpochRecord(epoch, auc, loss))
         # early stopping on the validation log-loss (smoother than AUC on a small holdout) or,
         # for few large steps with momentum (where the loss can wobble while the ranking still
-        # improves), on the validation AUC
-        criterion = loss if self.config.stop_on == "loss" else -auc
-        if criterion < self._best_loss:
-            self._best_loss = criterion
+        # improves), on the validation AUC with the loss breaking ties (a small validation split
+        # can rank perfectly after one epoch: the better-fitted later epoch should then win)
+        criterion = (loss, 0.0) if self.config.stop_on == "loss" else (-round(auc, 12), loss)
+        if criterion < self._best:
+            self._best = criterion
             self.best_epoch = epoch
             self._best_snapshot = self._model.snapshot()
         return epoch - self.best_epoch >= self.config.patience
