@@ -34,7 +34,7 @@ import json
 import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -402,6 +402,8 @@ class JobOptions:
     valid_fraction: float = 0.1
     training: TrainingConfig = field(default_factory=TrainingConfig)
     workers: int = 0
+    balance_classes: bool = False
+    """Class weights per label: positives weigh negatives / positives (imbalanced labels)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.holdout_fraction < 1 or not 0 < self.valid_fraction < 1:
@@ -555,6 +557,11 @@ def run_brand_job(
         for part in ("train", "valid"):
             if len(np.unique(y[positions[part]])) < 2:
                 raise ProtocolError(f"label {label}: the {part} rows hold only one class")
+        training = options.training
+        if options.balance_classes:  # weight positives by negatives / positives of this label
+            y_train = y[positions["train"]]
+            ratio = float((1 - y_train).sum() / y_train.sum())
+            training = replace(training, positive_weight=ratio)
         trainer = BrandTrainer(
             f"{job_id}:m{index}",
             keys,
@@ -562,7 +569,7 @@ def run_brand_job(
             y[positions["train"]],
             x_all[positions["valid"]],
             y[positions["valid"]],
-            options.training,
+            training,
         )
         try:
             message: Message | None = trainer.start()

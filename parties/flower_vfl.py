@@ -49,12 +49,14 @@ def job_options(config: Mapping[str, Any]) -> JobOptions:
         seed=int(config.get("seed", 0)),
         workers=int(config.get("workers", 0)) or 2,
         stop_on=str(config.get("stop-on", "auc")),
+        positive_weight=float(config.get("positive-weight", 1.0)) or 1.0,
     )
     return JobOptions(
         key_bits=int(config.get("key-bits", 2048)),
         seed=int(config.get("seed", 0)),
         training=training,
         workers=int(config.get("workers", 0)),
+        balance_classes=float(config.get("positive-weight", 1.0)) == 0,
     )
 
 

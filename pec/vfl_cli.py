@@ -62,6 +62,12 @@ def local(
             "job (partner dials out); flower: every message over Flower."
         ),
     ] = "stream",
+    positive_weight: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="Weight of positive rows in the loss (0 = negatives/positives)."
+        ),
+    ] = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
     """Train one model per label between two local parties over a real Flower deployment."""
@@ -89,6 +95,7 @@ def local(
         timeout=timeout,
         workers=workers,
         transport=transport,
+        positive_weight=positive_weight,
     )
     try:
         with progress_bars(_stderr) as on_progress:

@@ -50,6 +50,7 @@ class VflLocalOptions:
     timeout: float = 3600.0
     workers: int = 0
     transport: str = "stream"
+    positive_weight: float = 1.0
 
 
 def check_inputs(
@@ -114,6 +115,7 @@ def _run_config(
         "timeout": float(options.timeout),
         "progress-file": str(staging / "progress.jsonl"),
         "transport": options.transport,
+        "positive-weight": float(options.positive_weight),
     }
 
 

@@ -242,3 +242,19 @@ def test_artifacts_are_split_per_party(credit, tmp_path: Path) -> None:
     for w in partner_model["models"][0]["weights"]:
         assert repr(w) not in brand_text
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_balanced_class_weights_raise_the_scores_of_a_rare_outcome() -> None:
+    _, _, brand, partner = tables("default_credit", 0.6, 0.6)
+    scores = {}
+    for balance in (False, True):
+        job = PartnerJob("job-w", partner, config=PartnerConfig(optimizer=OPT, min_key_bits=512))
+        options = JobOptions(key_bits=512, training=TRAINING, balance_classes=balance)
+        result = run_brand_job("job-w", brand, job.answer, options)
+        scores[balance] = result.models[0]
+    base_rate = float(brand.labels["y"].mean())  # about 0.22
+    assert abs(scores[False].scores.mean() - base_rate) < 0.05  # calibrated
+    assert scores[True].scores.mean() > 0.4  # positives weigh ~3.5x: scores shift up
+    plain, weighted = scores[False].evaluation, scores[True].evaluation
+    assert plain is not None and weighted is not None
+    assert abs(weighted.auc - plain.auc) < 0.02  # the ranking barely moves
