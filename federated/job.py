@@ -146,6 +146,9 @@ class PartyTable:
     features: npt.NDArray[np.float64]
     feature_names: tuple[str, ...]
     labels: Mapping[str, npt.NDArray[np.float64]] = field(default_factory=dict)
+    id_kind: str = "raw"
+    """How the ids are normalized for alignment: raw, phone or email (both sides must agree:
+    the PSI handshake checks it)."""
 
     def __post_init__(self) -> None:
         if self.features.ndim != 2 or self.features.shape != (
@@ -179,16 +182,17 @@ class Standardizer:
 
 
 def _align_party(
-    job_id: str, role: Role, ids: pd.Series, workers: int
+    job_id: str, role: Role, ids: pd.Series, workers: int, kind: str = "raw"
 ) -> tuple[PsiParty, BatchEngine]:
     rules = NormalizationRules()
-    data, _ = prepare_input([ids.astype(str)], (KeyKind.RAW,), rules)
+    key_kind = KeyKind(kind)
+    data, _ = prepare_input([ids.astype(str)], (key_kind,), rules)
     engine: BatchEngine = PoolEngine(workers) if len(ids) >= POOL_THRESHOLD else InlineEngine()
     config = PsiConfig(
         run_id=job_id,
         reveal=Reveal.BOTH,
-        kinds=(KeyKind.RAW.value,),
-        rules=rules.version((KeyKind.RAW,)),
+        kinds=(key_kind.value,),
+        rules=rules.version((key_kind,)),
         align=True,
     )
     return PsiParty(role, config, data, engine=engine), engine
@@ -306,7 +310,7 @@ class PartnerJob:
             raise ProtocolError(f"unexpected {which} alignment in stage {self.stage.value}")
         if self._responder is None or self._set != which:
             party, self._engine = _align_party(
-                f"{self.job_id}:{which}", Role.RIGHT, table.ids, self.workers
+                f"{self.job_id}:{which}", Role.RIGHT, table.ids, self.workers, table.id_kind
             )
             self._responder, self._set = PsiResponder(party), which
         reply = self._responder.answer(payload)
@@ -471,9 +475,9 @@ def _expect(reply: bytes, op: str, job_id: str) -> tuple[dict[str, Any], bytes]:
 
 
 def _align(
-    job_id: str, which: str, ids: pd.Series, exchange: Exchange, workers: int
+    job_id: str, which: str, table: PartyTable, exchange: Exchange, workers: int
 ) -> npt.NDArray[np.int64]:
-    party, engine = _align_party(f"{job_id}:{which}", Role.LEFT, ids, workers)
+    party, engine = _align_party(f"{job_id}:{which}", Role.LEFT, table.ids, workers, table.id_kind)
     try:
 
         def psi_exchange(frames: bytes) -> bytes:
@@ -531,7 +535,7 @@ def run_brand_job(
     note = progress or (lambda stage, done, total: None)
 
     note("align", 0, 1)
-    rows = _align(job_id, "train", train.ids, counter, options.workers)
+    rows = _align(job_id, "train", train, counter, options.workers)
     note("align", 1, 1)
     if len(rows) < 10:
         raise InputError(
@@ -586,7 +590,7 @@ def run_brand_job(
 
     if test is not None:
         note("score", 0, 1)
-        test_rows = _align(job_id, "test", test.ids, counter, options.workers)
+        test_rows = _align(job_id, "test", test, counter, options.workers)
         which, x_eval = "test", standardizer.apply(test.features[test_rows])
         labels = {k: v[test_rows] for k, v in test.labels.items()}
         scored_ids = test.ids.iloc[test_rows].reset_index(drop=True)

@@ -94,8 +94,14 @@ def _run(grid: Grid, config: Mapping[str, Any], progress: Progress) -> dict[str,
     id_column = str(config.get("id-column", "id"))
     labels = _names(config["labels"])
     features = _names(config.get("features")) or None
+    id_kind = str(config.get("id-kind", "raw"))
     train = load_party_table(
-        Path(str(config["table"])), id_column, role="brand", labels=labels, features=features
+        Path(str(config["table"])),
+        id_column,
+        role="brand",
+        labels=labels,
+        features=features,
+        id_kind=id_kind,
     )
     test = None
     if str(config.get("test-table") or ""):
@@ -106,6 +112,7 @@ def _run(grid: Grid, config: Mapping[str, Any], progress: Progress) -> dict[str,
             labels=labels,
             features=list(train.feature_names),
             require_labels=False,
+            id_kind=id_kind,
         )
     timeout = float(config.get("timeout", 600))
     flower = FlowerExchange(grid, wait_for_node(grid), job_id, timeout=timeout)

@@ -34,6 +34,10 @@ def local(
     ],
     out: Annotated[Path, typer.Option(help="Output directory (written only on success).")],
     test_brand: Annotated[Path | None, typer.Option(help="Brand test rows to score.")] = None,
+    partner_id: Annotated[
+        str | None, typer.Option(help="The partner's id column, if named differently.")
+    ] = None,
+    id_kind: Annotated[str, typer.Option(help="raw, phone (E.164) or email.")] = "raw",
     test_partner: Annotated[Path | None, typer.Option(help="Partner test rows.")] = None,
     brand_feature: Annotated[
         list[str] | None, typer.Option(help="Brand feature column (default: all others).")
@@ -80,6 +84,8 @@ def local(
     options = VflLocalOptions(
         id_column=id_column,
         labels=tuple(label),
+        partner_id_column=partner_id,
+        id_kind=id_kind,
         brand_features=tuple(brand_feature) if brand_feature else None,
         partner_features=tuple(partner_feature) if partner_feature else None,
         key_bits=key_bits,
@@ -135,6 +141,7 @@ def serve(
     id_column: Annotated[str, typer.Option("--id", help="The id column.")],
     out: Annotated[Path, typer.Option(help="This partner's output directory.")],
     test: Annotated[Path | None, typer.Option(help="Rows to score after training.")] = None,
+    id_kind: Annotated[str, typer.Option(help="raw, phone (E.164) or email.")] = "raw",
     feature: Annotated[
         list[str] | None, typer.Option(help="Feature column (default: all others).")
     ] = None,
@@ -156,11 +163,17 @@ def serve(
     from pec.vfl_tables import load_party_table
 
     try:
-        train = load_party_table(table, id_column, role="partner", features=feature)
+        train = load_party_table(
+            table, id_column, role="partner", features=feature, id_kind=id_kind
+        )
         test_table = None
         if test is not None:
             test_table = load_party_table(
-                test, id_column, role="partner test", features=list(train.feature_names)
+                test,
+                id_column,
+                role="partner test",
+                features=list(train.feature_names),
+                id_kind=id_kind,
             )
         config = PartnerConfig(
             optimizer=OptimizerConfig(

@@ -35,6 +35,9 @@ class VflLocalOptions:
 
     id_column: str
     labels: tuple[str, ...]
+    partner_id_column: str | None = None
+    """The partner's id column when it is named differently (default: ``id_column``)."""
+    id_kind: str = "raw"
     brand_features: tuple[str, ...] | None = None
     partner_features: tuple[str, ...] | None = None
     key_bits: int = 2048
@@ -71,22 +74,25 @@ def check_inputs(
         raise InputError("at least one --label is needed")
     b = load_party_table(
         brand, options.id_column, role="brand", labels=options.labels,
-        features=options.brand_features,
+        features=options.brand_features, id_kind=options.id_kind,
     )  # fmt: skip
     for name, y in b.labels.items():
         if len(set(y.tolist())) < 2:
             raise InputError(f"brand file {brand}, column {name!r}: the label has only one class")
+    partner_id = options.partner_id_column or options.id_column
     p = load_party_table(
-        partner, options.id_column, role="partner", features=options.partner_features
-    )
+        partner, partner_id, role="partner", features=options.partner_features,
+        id_kind=options.id_kind,
+    )  # fmt: skip
     if test_brand is not None and test_partner is not None:
         load_party_table(
             test_brand, options.id_column, role="brand test", labels=options.labels,
             features=list(b.feature_names), require_labels=False,
         )  # fmt: skip
         load_party_table(
-            test_partner, options.id_column, role="partner test", features=list(p.feature_names)
-        )
+            test_partner, partner_id, role="partner test", features=list(p.feature_names),
+            id_kind=options.id_kind,
+        )  # fmt: skip
 
 
 def _run_config(
@@ -97,6 +103,7 @@ def _run_config(
         "job-id": job_id,
         "table": str(brand.resolve()),
         "id-column": options.id_column,
+        "id-kind": options.id_kind,
         "labels": ";".join(options.labels),
         "features": ";".join(options.brand_features or ()),
         "test-table": str(test_brand.resolve()) if test_brand else "",
@@ -125,7 +132,8 @@ def _partner_args(
 ) -> list[str]:  # fmt: skip
     args = [
         sys.executable, "-m", "pec", "vfl", "serve", str(partner.resolve()),
-        "--job-id", job_id, "--id", options.id_column, "--out", str(staging / "partner"),
+        "--job-id", job_id, "--id", options.partner_id_column or options.id_column,
+        "--id-kind", options.id_kind, "--out", str(staging / "partner"),
         "--port", str(port), "--min-key-bits", str(options.key_bits),
         "--optimizer", options.optimizer, "--learning-rate", str(options.learning_rate),
         "--l2", str(options.l2), "--momentum", str(options.momentum),

@@ -34,6 +34,7 @@ def load_party_table(
     labels: Sequence[str] = (),
     features: Sequence[str] | None = None,
     require_labels: bool = True,
+    id_kind: str = "raw",
 ) -> PartyTable:
     """Read ``path`` into a :class:`PartyTable`; features default to every other column.
 
@@ -57,12 +58,14 @@ def load_party_table(
     if not names:
         raise InputError(f"{role} file {path}: no feature columns besides {id_column!r}")
     table = read_columns(path, list(dict.fromkeys([id_column, *present, *names])))
+    # an empty or invalid id is not an error: that row cannot be aligned, so it never matches
+    # (the alignment PSI counts it as invalid), exactly as in `pec psi local`
     ids = table[id_column].astype(str).str.strip()
-    if (ids == "").any() or table[id_column].isna().any():
-        row = _first_bad((ids == "") | table[id_column].isna())
-        raise InputError(f"{role} file {path}, row {row}, column {id_column!r}: empty id")
-    if ids.duplicated().any():
-        row = _first_bad(ids.duplicated())
+    if id_kind not in ("raw", "phone", "email"):
+        raise InputError(f"unknown id kind {id_kind!r} (raw, phone or email)")
+    duplicated = ids.duplicated() & (ids != "")
+    if duplicated.any():
+        row = _first_bad(duplicated)
         raise InputError(f"{role} file {path}, row {row}, column {id_column!r}: duplicate id")
     matrix = np.empty((len(table), len(names)), dtype=np.float64)
     for j, name in enumerate(names):
@@ -84,4 +87,6 @@ def load_party_table(
                 "the label must be binary (0/1)"
             )
         label_values[name] = ones.to_numpy(np.float64)
-    return PartyTable(ids.reset_index(drop=True), matrix, tuple(names), label_values)
+    return PartyTable(
+        ids.reset_index(drop=True), matrix, tuple(names), label_values, id_kind=id_kind
+    )

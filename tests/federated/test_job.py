@@ -258,3 +258,21 @@ def test_balanced_class_weights_raise_the_scores_of_a_rare_outcome() -> None:
     plain, weighted = scores[False].evaluation, scores[True].evaluation
     assert plain is not None and weighted is not None
     assert abs(weighted.auc - plain.auc) < 0.02  # the ranking barely moves
+
+
+def test_phone_ids_align_across_formats_and_empty_ids_never_match() -> None:
+    guest, host, brand, partner = tables("breast", 1.0, 1.0)
+    raw_b = brand.ids.str[5:].astype(int)
+    raw_p = partner.ids.str[5:].astype(int)
+    phones_b = ("+86 138-0000-" + raw_b.map("{:04d}".format)).where(raw_b % 50 != 0, "")
+    phones_p = "0086 1380000" + raw_p.map("{:04d}".format)
+    brand_phone = PartyTable(
+        phones_b, brand.features, brand.feature_names, brand.labels, id_kind="phone"
+    )
+    partner_phone = PartyTable(phones_p, partner.features, partner.feature_names, id_kind="phone")
+    job = PartnerJob("job-p", partner_phone, config=PartnerConfig(optimizer=OPT, min_key_bits=512))
+    result = run_brand_job(
+        "job-p", brand_phone, job.answer, JobOptions(key_bits=512, training=TRAINING)
+    )
+    assert result.aligned_rows == int((raw_b % 50 != 0).sum())  # empty phones never match
+    assert result.models[0].evaluation is not None and result.models[0].evaluation.auc > 0.95
