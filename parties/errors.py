@@ -2,6 +2,10 @@
 
     PartyError (PecError)
     ├── NodeConfigError (ConfigurationError)  a node home or config file is missing or malformed
+    ├── JobError                              a job request or transition is refused
+    │   ├── UnknownJob (LookupError)          no job with that id on this node
+    │   └── JobStateError                     the job is not in a state that allows this
+    ├── PeerUnreachable                       a peer's control plane did not answer in time
     └── EnvelopeError                         a cross-party message is refused
         ├── UnknownNode                       the sender is not a configured peer
         ├── NotApproved                       the message belongs to no job approved for the sender
@@ -23,6 +27,22 @@ class PartyError(PecError):
 
 class NodeConfigError(PartyError, ConfigurationError):
     """A node home or its config file is missing or malformed."""
+
+
+class JobError(PartyError):
+    """A job request or state transition is refused."""
+
+
+class UnknownJob(JobError, LookupError):
+    """No job with that id on this node."""
+
+
+class JobStateError(JobError):
+    """The job is not in a state that allows this (e.g. it already ended)."""
+
+
+class PeerUnreachable(PartyError):
+    """A peer's control plane did not answer (or not in time)."""
 
 
 class EnvelopeError(PartyError):
