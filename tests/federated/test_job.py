@@ -19,7 +19,7 @@ from federated.job import JobOptions, PartnerJob, PartyTable, pack, run_brand_jo
 from federated.model import OptimizerConfig, OptimizerKind
 from federated.partner import PartnerConfig
 from pec.errors import InputError
-from tests.federated.conftest import DATASETS
+from tests.federated.conftest import dataset
 
 pytestmark = pytest.mark.integration
 
@@ -29,8 +29,8 @@ TRAINING = TrainingConfig(epochs=8, batch_size=0, optimizer=OPT, patience=3, sto
 
 
 def tables(name: str, brand_frac: float = 0.95, partner_frac: float = 0.9):
-    guest = pd.read_csv(DATASETS / f"{name}_hetero_guest.csv")
-    host = pd.read_csv(DATASETS / f"{name}_hetero_host.csv")
+    guest = pd.read_csv(dataset(f"{name}_hetero_guest.csv"))
+    host = pd.read_csv(dataset(f"{name}_hetero_host.csv"))
     # different row orders, partly different people on each side
     guest = guest.sample(frac=brand_frac, random_state=1).reset_index(drop=True)
     host = host.sample(frac=partner_frac, random_state=2).reset_index(drop=True)

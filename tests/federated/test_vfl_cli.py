@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.federated.conftest import DATASETS
+from tests.federated.conftest import dataset
 
 BASE = ["--id", "id", "--label", "y", "--key-bits", "512"]
 
@@ -24,8 +24,8 @@ def pec(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProc
 
 @pytest.fixture
 def breast(tmp_path: Path) -> Path:
-    guest = pd.read_csv(DATASETS / "breast_hetero_guest.csv").sample(frac=1.0, random_state=4)
-    host = pd.read_csv(DATASETS / "breast_hetero_host.csv").sample(frac=1.0, random_state=5)
+    guest = pd.read_csv(dataset("breast_hetero_guest.csv")).sample(frac=1.0, random_state=4)
+    host = pd.read_csv(dataset("breast_hetero_host.csv")).sample(frac=1.0, random_state=5)
     guest.iloc[:450].to_csv(tmp_path / "brand.csv", index=False)
     host.iloc[:500].to_csv(tmp_path / "partner.csv", index=False)
     test_ids = set(guest["id"].iloc[450:])

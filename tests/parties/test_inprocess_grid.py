@@ -29,7 +29,7 @@ from parties.flower_vfl import job_options, run_brand_vfl
 from parties.relay_server import RelayServer
 from parties.vfl_job import VflRelayJob
 from pec.vfl_tables import load_party_table
-from tests.federated.conftest import DATASETS
+from tests.federated.conftest import dataset
 
 pytestmark = pytest.mark.integration
 
@@ -87,8 +87,8 @@ def task_identity():
 def test_vfl_job_through_server_app_code_and_relay_client_app(
     tmp_path: Path, transport: str
 ) -> None:
-    guest = pd.read_csv(DATASETS / "breast_hetero_guest.csv").sample(frac=1.0, random_state=3)
-    host = pd.read_csv(DATASETS / "breast_hetero_host.csv").iloc[:520]
+    guest = pd.read_csv(dataset("breast_hetero_guest.csv")).sample(frac=1.0, random_state=3)
+    host = pd.read_csv(dataset("breast_hetero_host.csv")).iloc[:520]
     guest.to_csv(tmp_path / "brand.csv", index=False)
     host.to_csv(tmp_path / "partner.csv", index=False)
     config = {
@@ -130,9 +130,9 @@ def test_vfl_job_through_server_app_code_and_relay_client_app(
 def test_partner_errors_reach_the_brand_as_short_reasons_and_nothing_is_written(
     tmp_path: Path,
 ) -> None:
-    guest = pd.read_csv(DATASETS / "breast_hetero_guest.csv")
+    guest = pd.read_csv(dataset("breast_hetero_guest.csv"))
     guest.to_csv(tmp_path / "brand.csv", index=False)
-    pd.read_csv(DATASETS / "breast_hetero_host.csv").to_csv(tmp_path / "partner.csv", index=False)
+    pd.read_csv(dataset("breast_hetero_host.csv")).to_csv(tmp_path / "partner.csv", index=False)
     job = VflRelayJob(
         "job-approved",  # the partner approved another job than the one the brand runs
         load_party_table(tmp_path / "partner.csv", "id", role="partner"),
