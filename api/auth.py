@@ -1,7 +1,8 @@
 """Bearer-token authentication and roles.
 
-Roles: ``ingest`` writes events and asks checks; ``compliance`` reads and verifies everything;
-``admin`` may do both and run maintenance. A missing or unknown token gets 401, a known token
+Roles: ``ingest`` writes events and asks checks; ``compliance`` reads and verifies everything
+(consent, job manifests); ``modeler`` submits jobs and reads their status and results; ``admin``
+may do all of it and run maintenance. A missing or unknown token gets 401, a known token
 with the wrong role 403. Tokens are compared by their SHA-256 digest; none is ever logged.
 """
 
@@ -22,6 +23,7 @@ class Role(StrEnum):
     ADMIN = "admin"
     INGEST = "ingest"
     COMPLIANCE = "compliance"
+    MODELER = "modeler"
 
 
 class TokenRegistry:

@@ -1,8 +1,10 @@
 """Domain errors become HTTP responses here, and only here.
 
 ``ConsentInputError`` → 422 with ``loc`` naming the field (and the event's index for batches);
-``UnknownSubjectError`` → 404; ``ProofError`` → 422; ``LedgerBusyError`` → 503; any other
-``PecError`` → 400. Bodies carry a
+``UnknownSubjectError`` → 404; ``ProofError`` → 422; ``LedgerBusyError`` → 503; jobs and peers:
+``UnknownJob`` → 404, ``JobStateError`` → 409, ``UnknownNode`` / ``NotApproved`` → 403,
+``ReplayedMessage`` → 409, ``BadEnvelope`` → 400, ``PeerUnreachable`` → 502, a node that is not
+configured → 503; any other ``PecError`` → 400. Bodies carry a
 ``code`` and a reason, never a raw identifier.
 """
 
@@ -17,7 +19,28 @@ from consent.errors import (
     ProofError,
     UnknownSubjectError,
 )
+from parties.errors import (
+    BadEnvelope,
+    JobStateError,
+    NodeConfigError,
+    NotApproved,
+    PeerUnreachable,
+    ReplayedMessage,
+    UnknownJob,
+    UnknownNode,
+)
 from pec.errors import PecError
+
+_PARTY_ERRORS: dict[type[PecError], tuple[int, str]] = {
+    UnknownJob: (404, "unknown_job"),
+    JobStateError: (409, "job_state"),
+    UnknownNode: (403, "unknown_node"),
+    NotApproved: (403, "not_approved"),
+    ReplayedMessage: (409, "replayed"),
+    BadEnvelope: (400, "bad_envelope"),
+    PeerUnreachable: (502, "peer_unreachable"),
+    NodeConfigError: (503, "node_not_configured"),
+}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -57,6 +80,13 @@ def install_error_handlers(app: FastAPI) -> None:
             content={"detail": str(exc), "code": "ledger_busy"},
             headers={"Retry-After": "5"},
         )
+
+    async def _party(_: Request, exc: Exception) -> JSONResponse:
+        status, code = next(v for k, v in _PARTY_ERRORS.items() if isinstance(exc, k))
+        return JSONResponse(status_code=status, content={"detail": str(exc), "code": code})
+
+    for kind in _PARTY_ERRORS:
+        app.add_exception_handler(kind, _party)
 
     @app.exception_handler(PecError)
     async def _pec(_: Request, exc: PecError) -> JSONResponse:

@@ -209,3 +209,27 @@ class ConsistencyOut(BaseModel):
 
 
 SignedDocument = dict[str, Any]
+
+
+class JobOut(BaseModel):
+    """A job's status as this node sees it (``side``: the role this node plays in it)."""
+
+    job_id: str
+    side: str
+    peer: str
+    kind: str
+    purpose: str
+    state: str = Field(description="proposed, approved, rejected, running, completed or failed.")
+    reason: str = Field(description="Why a job was rejected or failed; '' otherwise.")
+    progress: float = Field(ge=0, le=1)
+    created_at: str
+    updated_at: str
+
+
+class JobResultOut(BaseModel):
+    """A completed job's declared outputs and metrics (never rows of the other party)."""
+
+    job_id: str
+    kind: str
+    metrics: dict[str, Any]
+    outputs: dict[str, Any]

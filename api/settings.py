@@ -32,6 +32,11 @@ class ApiSettings(BaseSettings):
         default=None,
         description="SQLAlchemy URL of the consent ledger; default: SQLite in PEC_HOME.",
     )
+    node_db: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the node's job records; default: the node.toml "
+        "[database] url, else SQLite in PEC_HOME.",
+    )
     max_events_per_request: int = Field(
         default=1_000, ge=1, le=100_000, description="Largest batch POST /consent/events takes."
     )

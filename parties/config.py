@@ -87,6 +87,9 @@ class Dataset(_Strict):
 
     path: str
     format: str = Field(default="auto", pattern=r"^(auto|csv|parquet)$")
+    # the column holding the consent ledger's subject id: a job's input rows are those whose
+    # subject is in the ledger's cohort for the job's purpose and recipient (DESIGN rule 4)
+    subject_column: str = "subject_id"
 
 
 class NodeConfig(_Strict):

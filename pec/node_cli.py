@@ -80,12 +80,15 @@ def add_dataset(
     home: Home,
     name: Annotated[str, typer.Argument(help="The name jobs will use.")],
     path: Annotated[Path, typer.Argument(help="CSV or Parquet file on this node.")],
+    subject_column: Annotated[
+        str, typer.Option(help="Column with the consent ledger's subject id (gates job input).")
+    ] = "subject_id",
 ) -> None:
     """Register a table under a name; peers only ever see the name."""
     try:
-        inspect_table(path)
+        inspect_table(path).require([subject_column])
         config = NodeConfig.load(home)
-        config.datasets[name] = Dataset(path=str(path.resolve()))
+        config.datasets[name] = Dataset(path=str(path.resolve()), subject_column=subject_column)
         config.save(home)
     except (PartyError, ValueError) as exc:
         raise fail(str(exc), 2) from None

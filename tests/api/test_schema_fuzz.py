@@ -1,4 +1,5 @@
-"""Schemathesis fuzzes every route of the real app (real ledger, admin token): no 500s."""
+"""Schemathesis fuzzes every route of the real app (real ledger, a brand node proposing to a real
+partner node in process, admin token): no 500s."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from api import create_app
 from consent.keys import LedgerKeys
 from consent.ledger import ConsentLedger
 from consent.storage import SqlLedgerStore
+from parties.node import InMemoryPeerTransport, PecNode
+from tests.parties.node_helpers import make_homes
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +28,14 @@ def _app(home: Path) -> object:
     ledger = ConsentLedger(
         SqlLedgerStore.open(f"sqlite:///{home / 'fuzz.sqlite3'}"), LedgerKeys.generate()
     )
-    return create_app(ledger, tokens=TOKENS)
+    homes = make_homes(home / "nodes")
+    transport = InMemoryPeerTransport()
+    partner_ledger = ConsentLedger.open(homes.partner)
+    transport.nodes["http://127.0.0.1:8701"] = PecNode.open(
+        homes.partner, partner_ledger, transport=transport
+    )
+    brand = PecNode.open(homes.brand, ConsentLedger.open(homes.brand), transport=transport)
+    return create_app(ledger, tokens=TOKENS, node=brand)
 
 
 _HOME = Path(tempfile.mkdtemp(prefix="pec-fuzz-"))

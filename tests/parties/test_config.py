@@ -82,7 +82,10 @@ def test_node_cli(tmp_path: Path) -> None:
     )
     assert added.returncode == 0, added.stderr
     (tmp_path / "leads.csv").write_text("id\n1\n")
-    ds = pec("add-dataset", "--home", str(brand), "leads", str(tmp_path / "leads.csv"))
+    no_subject = pec("add-dataset", "--home", str(brand), "leads", str(tmp_path / "leads.csv"))
+    assert no_subject.returncode == 2 and "no column 'subject_id'" in no_subject.stderr
+    ds = pec("add-dataset", "--home", str(brand), "leads", str(tmp_path / "leads.csv"),
+             "--subject-column", "id")  # fmt: skip
     assert ds.returncode == 0, ds.stderr
     show = pec("show", "--home", str(brand))
     assert "ins" in show.stdout and "leads" in show.stdout
