@@ -55,11 +55,14 @@ def run_config_text(config: Mapping[str, Any]) -> str:
 class LocalFlower:
     """Start, drive and stop a loopback deployment (use as a context manager)."""
 
-    def __init__(self, workdir: Path, *, poll_interval: float = 0.2) -> None:
+    def __init__(
+        self, workdir: Path, *, poll_interval: float = 0.2, superlink_port: int | None = None
+    ) -> None:
         self.workdir = workdir.resolve()
         self.bin = Path(sys.executable).parent
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.superlink_port = free_port()
+        # a node passes the port its node.toml names; tests and `pec vfl local` take a free one
+        self.superlink_port = superlink_port or free_port()
         self.env = os.environ | {
             "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
             "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": str(poll_interval),

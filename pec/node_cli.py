@@ -11,6 +11,7 @@ from rich.console import Console
 from parties.config import Dataset, NodeConfig, NodeRole, Peer, init_node
 from parties.errors import PartyError
 from parties.identity import NodeIdentity, public_key_from_text
+from pec.errors import PecError
 from pec.psi_cli import fail
 from pec.tables import inspect_table
 
@@ -93,3 +94,64 @@ def add_dataset(
     except (PartyError, ValueError) as exc:
         raise fail(str(exc), 2) from None
     typer.echo(f"dataset {name} -> {path.resolve()}")
+
+
+@app.command("start")
+def start(
+    home: Home,
+    job_timeout: Annotated[
+        float, typer.Option(help="Longest a job may run before it is failed, seconds.")
+    ] = 600,
+) -> None:
+    """Run the node until stopped: its control plane and its Flower component.
+
+    Brand: the SuperLink and, per approved job, the ServerApp run. Partner: its relay target
+    (this process, which alone holds data, keys and job state) and its SuperNode. Jobs that had
+    not ended when the node last stopped are failed with a reason (and the peer told).
+    """
+    import uvicorn
+
+    from api.app import create_app
+    from api.settings import ApiSettings
+    from consent.ledger import ConsentLedger
+    from parties.jobstore import JobState
+    from parties.local_flower import LocalFlower
+    from parties.node import PecNode
+    from parties.node_runner import FlowerBrandRunner, PartnerRelay
+
+    try:
+        config = NodeConfig.load(home)
+        settings = ApiSettings()
+        db = config.database.url or None
+        ledger = ConsentLedger.open(home, settings.consent_db or db)
+        node = PecNode.open(home, ledger, settings.node_db or db)
+        port = int(config.flower.superlink.rsplit(":", 1)[1])
+    except (PecError, ValueError) as exc:
+        raise fail(str(exc), 2) from None
+    for job in node.store.unfinished():
+        reason = f"the node restarted while the job was {job.state.value}"
+        node.store.update(job.job_id, state=JobState.FAILED, reason=reason)
+        node.notify(job.job_id, JobState.FAILED, reason)
+    flower = LocalFlower(home / "flower", superlink_port=port)
+    relay: PartnerRelay | None = None
+    try:
+        if config.node.role is NodeRole.BRAND:
+            flower.start_superlink()
+            flower.wait_superlink()
+            node.runner = FlowerBrandRunner(flower, timeout=job_timeout)
+        else:
+            relay = PartnerRelay(node, timeout=job_timeout)
+            relay.serve()
+            flower.start_supernode(relay.address)
+            node.runner = relay
+        app_ = create_app(ledger, settings=settings, node=node)
+        typer.echo(f"node {config.node.name} serving on {config.api.host}:{config.api.port}")
+        uvicorn.run(app_, host=config.api.host, port=config.api.port, access_log=False)
+    except PecError as exc:
+        raise fail(str(exc), 1) from None
+    finally:
+        flower.stop()
+        if relay is not None:
+            relay.stop()
+        node.store.close()
+        ledger.close()

@@ -64,7 +64,14 @@ class Homes:
     partner: Path
 
 
-def make_homes(root: Path, *, brand_port: int = 8700, partner_port: int = 8701) -> Homes:
+def make_homes(
+    root: Path,
+    *,
+    brand_port: int = 8700,
+    partner_port: int = 8701,
+    superlink: str = "127.0.0.1:9092",
+    brand_db: str = "",
+) -> Homes:
     """Brand: 40 leads, 30 consented for the partner. Partner: 60 people, 50 consented.
 
     Phones 0..39 on the brand, 20..79 on the partner: 20 shared, of which subjects 20..29 are
@@ -90,12 +97,14 @@ def make_homes(root: Path, *, brand_port: int = 8700, partner_port: int = 8701) 
     )
     leads.to_csv(homes.brand / "leads.csv", index=False)
     tags.to_csv(homes.partner / "tags.csv", index=False)
+    brand_cfg.flower.superlink = partner_cfg.flower.superlink = superlink
+    brand_cfg.database.url = brand_db
     brand_cfg.datasets["leads"] = Dataset(path=str(homes.brand / "leads.csv"))
     partner_cfg.datasets["tags"] = Dataset(path=str(homes.partner / "tags.csv"))
     brand_cfg.save(homes.brand)
     partner_cfg.save(homes.partner)
     (homes.partner / "policy.toml").write_text(POLICY)
-    with open_ledger(homes.brand) as ledger:
+    with open_ledger(homes.brand, brand_db or None) as ledger:
         ledger.record(consent_rows([f"b{i}" for i in range(30)], PARTNER, "analytics.overlap"))
     with open_ledger(homes.partner) as ledger:
         ledger.record(consent_rows([f"p{i}" for i in range(20, 70)], BRAND, "analytics.overlap"))

@@ -1,0 +1,155 @@
+"""Two nodes as separate OS processes on loopback (`pec node start`), each with its own home and
+database (the brand on PostgreSQL, the partner on SQLite), running jobs through the API over the
+real Flower deployment: brand SuperLink + ServerApp, partner SuperNode + its relay target."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from parties.local_flower import free_port
+from tests.parties.node_helpers import OVERLAP_SPEC, make_homes
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+
+TOKENS = {"e2e-modeler": "modeler", "e2e-compliance": "compliance"}
+MODELER = {"Authorization": "Bearer e2e-modeler"}
+COMPLIANCE = {"Authorization": "Bearer e2e-compliance"}
+
+
+@dataclass
+class Cluster:
+    brand_url: str
+    partner_url: str
+    root: Path
+    procs: dict[str, subprocess.Popen[bytes]]
+
+    def stop(self, name: str) -> None:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+def _env() -> dict[str, str]:
+    bin_dir = str(Path(sys.executable).parent)
+    digests = {hashlib.sha256(t.encode()).hexdigest(): r for t, r in TOKENS.items()}
+    return os.environ | {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PEC_API_TOKENS": json.dumps(digests),
+        "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.2",
+    }
+
+
+def _start(root: Path, name: str, home: Path) -> subprocess.Popen[bytes]:
+    with (root / f"{name}.log").open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pec", "node", "start", "--home", str(home),
+             "--job-timeout", "120"],
+            env=_env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, cwd=root,
+        )  # fmt: skip
+
+
+def _wait_health(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the node stopped while starting"
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
+def _wait_ended(url: str, job_id: str, timeout: float = 150) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{url}/jobs/{job_id}", headers=COMPLIANCE, timeout=10).json()
+        if job["state"] in ("completed", "failed", "rejected"):
+            return dict(job)
+        time.sleep(1)
+    raise AssertionError(f"job {job_id} did not end within {timeout} s")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
+    brand_port, partner_port = free_port(), free_port()
+    homes = make_homes(tmp_path, brand_port=brand_port, partner_port=partner_port,
+                       superlink=f"127.0.0.1:{free_port()}", brand_db=pg_url)  # fmt: skip
+    procs = {"partner": _start(tmp_path, "partner", homes.partner)}
+    procs["brand"] = _start(tmp_path, "brand", homes.brand)
+    c = Cluster(f"http://127.0.0.1:{brand_port}", f"http://127.0.0.1:{partner_port}", tmp_path,
+                procs)  # fmt: skip
+    try:
+        _wait_health(c.partner_url, procs["partner"])
+        _wait_health(c.brand_url, procs["brand"])
+        yield c
+    finally:
+        for name in procs:
+            c.stop(name)
+
+
+def test_an_overlap_job_runs_between_two_node_processes(cluster: Cluster) -> None:
+    spec = cluster.root / "overlap.json"
+    spec.write_text(json.dumps(OVERLAP_SPEC))
+    env = _env() | {"PEC_API_URL": cluster.brand_url, "PEC_API_TOKEN": "e2e-modeler"}
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pec", "job", "submit", str(spec), "--wait", "--timeout", "150"],
+        env=env, capture_output=True, text=True, timeout=200,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    job = json.loads(done.stdout)
+    assert job["state"] == "completed"
+    result = subprocess.run(
+        [sys.executable, "-m", "pec", "job", "result", job["job_id"]],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    # phones 20..29 are consented on both sides; the other shared phones are not
+    assert json.loads(result.stdout)["outputs"] == {"count": 10}
+    theirs = _wait_ended(cluster.partner_url, job["job_id"])
+    assert theirs["state"] == "completed"
+    for url in (cluster.brand_url, cluster.partner_url):
+        manifest = httpx.get(f"{url}/jobs/{job['job_id']}/manifest", headers=COMPLIANCE).json()
+        assert set(manifest["cohorts"]) == {"brand", "partner"}
+        assert manifest["decisions"][0]["approved"] is True
+        assert manifest["cohorts"]["brand"]["tree_head"]["tree_size"] == 30
+    assert httpx.get(f"{cluster.brand_url}/jobs/{job['job_id']}/manifest",
+                     headers=MODELER).status_code == 403  # fmt: skip
+
+
+def test_a_policy_rejected_job_and_a_dead_partner(cluster: Cluster) -> None:
+    outside = OVERLAP_SPEC | {"purpose": "marketing.lookalike"}
+    rejected = httpx.post(f"{cluster.brand_url}/jobs", headers=MODELER, json=outside,
+                          timeout=60).json()  # fmt: skip
+    assert rejected["state"] == "rejected" and "not allowed" in rejected["reason"]
+
+    cluster.stop("partner")
+    started = time.monotonic()
+    failed = httpx.post(f"{cluster.brand_url}/jobs", headers=MODELER, json=OVERLAP_SPEC,
+                        timeout=60).json()  # fmt: skip
+
+    assert failed["state"] == "failed" and "did not answer" in failed["reason"]
+    assert time.monotonic() - started < 30
+    assert httpx.get(f"{cluster.brand_url}/health").status_code == 200  # the brand keeps serving
