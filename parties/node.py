@@ -263,6 +263,23 @@ class PecNode:
             "updated_at": job.updated_at,
         }
 
+    def recover(self) -> list[str]:
+        """Settle jobs a previous run of this node left unfinished; returns their ids.
+
+        Their Flower run or relay state died with the old process, so each is failed with a
+        reason (no partial output is published) and the peer is told, best effort.
+        """
+        settled = []
+        for job in self.store.unfinished():
+            reason = f"the node restarted while the job was {job.state.value}"
+            try:
+                self.store.update(job.job_id, state=JobState.FAILED, reason=reason)
+            except JobStateError:
+                continue  # ended meanwhile
+            self.notify(job.job_id, JobState.FAILED, reason)
+            settled.append(job.job_id)
+        return settled
+
     # -- brand: submit -------------------------------------------------------------------------
 
     def submit(self, spec: JobSpec) -> JobRecord:

@@ -114,7 +114,6 @@ def start(
     from api.app import create_app
     from api.settings import ApiSettings
     from consent.ledger import ConsentLedger
-    from parties.jobstore import JobState
     from parties.local_flower import LocalFlower
     from parties.node import PecNode
     from parties.node_runner import FlowerBrandRunner, PartnerRelay
@@ -128,10 +127,8 @@ def start(
         port = int(config.flower.superlink.rsplit(":", 1)[1])
     except (PecError, ValueError) as exc:
         raise fail(str(exc), 2) from None
-    for job in node.store.unfinished():
-        reason = f"the node restarted while the job was {job.state.value}"
-        node.store.update(job.job_id, state=JobState.FAILED, reason=reason)
-        node.notify(job.job_id, JobState.FAILED, reason)
+    for job_id in node.recover():
+        typer.echo(f"job {job_id}: failed (the node restarted while it ran)")
     flower = LocalFlower(home / "flower", superlink_port=port)
     relay: PartnerRelay | None = None
     try:

@@ -181,3 +181,25 @@ def test_nothing_sent_names_a_subject_a_phone_or_a_path(pair: Pair) -> None:
     for data in (*sent, manifest):
         for needle in (b"1380000", b'"b2"', b"leads.csv", str(pair.brand.home).encode()):
             assert needle not in data
+
+
+def test_a_restarted_node_fails_its_unfinished_jobs_and_tells_the_peer(
+    pair: Pair, tmp_path: Path
+) -> None:
+    running = pair.brand.submit(JobSpec.model_validate(OVERLAP_SPEC))
+    pair.brand.store.update(running.job_id, state=JobState.RUNNING)
+    outside = OVERLAP_SPEC | {"purpose": "marketing.lookalike"}
+    rejected = pair.brand.submit(JobSpec.model_validate(outside))
+    pair.brand.store.close()
+
+    # the same home and database, opened again as after a crash
+    with open_ledger(pair.brand.home) as ledger:
+        again = PecNode.open(pair.brand.home, ledger, transport=pair.transport)
+        settled = again.recover()
+        job = again.job(running.job_id)
+        again.store.close()
+
+    assert settled == [running.job_id]
+    assert job.state is JobState.FAILED and "restarted" in job.reason and job.outputs == {}
+    assert pair.partner.job(running.job_id).state is JobState.FAILED
+    assert pair.partner.job(rejected.job_id).state is JobState.REJECTED
