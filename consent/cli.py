@@ -82,15 +82,21 @@ def verify(
         typer.Option(help="Verify tree heads against this Ed25519 public key (PEM)."),
     ] = None,
     workers: Annotated[
-        int, typer.Option(min=1, max=64, help="Worker processes (chunks of 65,536 entries).")
-    ] = 1,
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes checking chunks of 65,536 entries (default: one per CPU, "
+            "at most 4).",
+        ),
+    ] = None,
 ) -> None:
     """Recompute the whole ledger; exit 0 when intact, 1 naming the first bad entry when not."""
     from consent.keys import load_public_key
 
     with _open(db) as ledger:
         pk = load_public_key(public_key.read_bytes()) if public_key else None
-        report = ledger.verify(pk, workers=workers)
+        report = ledger.verify(pk, workers=workers or min(os.cpu_count() or 1, 4))
     if as_json:
         _print_json(report.to_dict())
     elif report.ok:

@@ -26,7 +26,7 @@ from consent.errors import (
     ProofError,
     UnknownSubjectError,
 )
-from consent.io import iter_events
+from consent.io import iter_draft_batches
 from consent.keys import LedgerKeys, key_id, verify_signature
 from consent.merkle import (
     Frontier,
@@ -192,8 +192,8 @@ class ConsentLedger:
             ConsentInputError: a bad row (the file is rejected whole; the ledger is unchanged).
             DuplicateEventError: an ``event_id`` reused with different content.
         """
-        return self.store.append(
-            iter_events(path, self.keys.keyer), self.keys, self.clock, source=path.name
+        return self.store.append_drafts(
+            iter_draft_batches(path, self.keys.keyer), self.keys, self.clock, source=path.name
         )
 
     def record(self, rows: Sequence[Mapping[str, Any]], *, source: str = "request") -> AppendResult:
@@ -317,6 +317,7 @@ class ConsentLedger:
             return self._verify_parallel(pk, workers, chunk_level)
         heads = self.store.iter_tree_heads()
         frontier = Frontier()
+        completed: list[tuple[int, int, bytes]] = []
         checked_heads = 0
         last_good: SignedTreeHead | None = None
         next_head = next(heads, None)
@@ -341,10 +342,12 @@ class ConsentLedger:
                 leaf = leaf_hash(row[3].encode("utf-8"))
                 if stored.get((0, pos)) != leaf:
                     return fail("stored leaf hash does not match the entry's content", pos)
-                for node in frontier.append(leaf):
-                    if stored.get((node.level, node.index)) != node.hash:
-                        first = node.index << node.level
-                        last = first + (1 << node.level) - 1
+                completed.clear()
+                frontier.push(leaf, completed)
+                for level, index, h in completed:
+                    if stored.get((level, index)) != h:
+                        first = index << level
+                        last = first + (1 << level) - 1
                         return fail(
                             f"entries {first}..{last} disagree with the stored Merkle subtree: "
                             "an entry in this range was rewritten with its leaf hash",
@@ -570,76 +573,73 @@ class ConsentLedger:
         cats = _check_query(purpose, data_categories)
         when = at or self.clock()
         at_us = to_micros(when)
-        head: SignedTreeHead | None = None
-        known = 0
-        counts: dict[str, int] = {}
+        need_sensitive = any(c in SENSITIVE_CATEGORIES for c in cats)
         digest = hashlib.sha256()
         eligible = 0
-        seen = 0
-        given = ConsentState.GIVEN.value
-        need_sensitive = any(c in SENSITIVE_CATEGORIES for c in cats)
-        wanted = set(cats)
-        # Per subject: the record for the wanted recipient, and whether any other exists.
-        current: str | None = None
-        mine: tuple[str, str, int | None, bool] | None = None
-        other = False
-        batch: list[str] = []
-
-        def settle() -> None:
-            nonlocal eligible, seen
-            seen += 1
-            if mine is None:
-                reason = "other_recipient" if other else "no_consent"
-            else:
-                st, granted, valid_until, explicit = mine
-                if st != given:
-                    reason = st  # refused / withdrawn / expired / invalidated
-                elif valid_until is not None and valid_until <= at_us:
-                    reason = "expired"
-                elif (cats and not wanted <= set(granted.split(";"))) or (
-                    need_sensitive and not explicit
-                ):
-                    reason = "categories_not_covered"
-                else:
-                    eligible += 1
-                    assert current is not None
-                    batch.append(current)
-                    return
-            counts[reason] = counts.get(reason, 0) + 1
-
-        for page_head, page_known, rows in self.store.cohort_snapshot_rows(purpose, at_us):
-            head, known = page_head, page_known
+        with self.store.cohort_view(purpose, recipient, cats, need_sensitive, at_us) as view:
+            head = view.head
             size = head.tree_size if head else 0
-            for subject, rcpt, st, granted, valid_until, explicit, occurred, seq in rows:
-                if occurred > at_us or seq >= size:
-                    # The projection is newer than the cut: read this record from the log.
-                    past = self.store.state_at(subject, purpose, rcpt, at_us, size)
-                    if past is None:
-                        continue
-                    st, granted, valid_until, explicit = past
-                if subject != current:
-                    if current is not None:
-                        settle()
-                    current, mine, other = subject, None, False
-                if rcpt == recipient:
-                    mine = (st, granted, valid_until, bool(explicit))
-                else:
-                    other = True
-            if batch:
-                digest.update("".join(k + "\n" for k in batch).encode("ascii"))
-                if sink is not None:
-                    for k in batch:
-                        sink(k)
-                batch.clear()
-        if current is not None:
-            settle()
-            if batch:
-                digest.update("".join(k + "\n" for k in batch).encode("ascii"))
-                if sink is not None:
-                    for k in batch:
-                        sink(k)
-        if known > seen:
-            counts[Exclusion.NO_CONSENT.value] = counts.get("no_consent", 0) + known - seen
+            counts = dict(view.counts)
+            seen = view.subjects_with_records
+
+            def late_verdicts() -> Iterator[tuple[str, bool]]:
+                # Subjects with a record newer than the cut: undo the projection's verdict and
+                # settle them from the log as of ``at``.
+                nonlocal seen
+                rows = (r for page in view.late_rows for r in page)
+                for subject, group in _group(rows):
+                    now_reason = _settle(group, recipient, cats, need_sensitive, at_us)
+                    assert now_reason is not None  # the projection has rows for it
+                    counts[now_reason] -= 1
+                    past_rows = []
+                    for subj, rcpt, st, granted, valid_until, explicit, occurred, seq in group:
+                        if occurred > at_us or seq >= size:
+                            past = self.store.state_at(subj, purpose, rcpt, at_us, size)
+                            if past is None:
+                                continue
+                            st, granted, valid_until, explicit = past
+                        past_rows.append(
+                            (subj, rcpt, st, granted, valid_until, explicit, occurred, seq)
+                        )
+                    reason = _settle(past_rows, recipient, cats, need_sensitive, at_us)
+                    if reason is None:
+                        seen -= 1
+                    else:
+                        counts[reason] = counts.get(reason, 0) + 1
+                    yield subject, reason == _ELIGIBLE
+
+            late = late_verdicts()
+            pending = next(late, None)
+            for page in view.eligible_pages:
+                # Eligible as the projection has it, not merely given and unexpired.
+                counts[_ELIGIBLE] += len(page)
+                counts[Exclusion.CATEGORIES_NOT_COVERED.value] -= len(page)
+                if pending is not None:
+                    # Merge the late subjects' verdicts into the ascending stream.
+                    merged: list[str] = []
+                    for key in page:
+                        while pending is not None and pending[0] < key:
+                            if pending[1]:
+                                merged.append(pending[0])
+                            pending = next(late, None)
+                        if pending is not None and pending[0] == key:
+                            keep = pending[1]
+                            pending = next(late, None)
+                            if not keep:
+                                continue
+                        merged.append(key)
+                    page = merged
+                eligible += len(page)
+                _emit(page, digest, sink)
+            while pending is not None:
+                if pending[1]:
+                    eligible += 1
+                    _emit([pending[0]], digest, sink)
+                pending = next(late, None)
+            known = view.known
+        if counts.get(_ELIGIBLE, 0) != eligible:
+            raise LedgerIntegrityError("the cohort's eligible count disagrees with its subjects")
+        counts[Exclusion.NO_CONSENT.value] = max(known - seen, 0)
         return CohortSnapshot(
             purpose=purpose,
             recipient=recipient,
@@ -777,18 +777,59 @@ def _check_query(purpose: str, data_categories: Iterable[str]) -> tuple[str, ...
 
 
 def _group(
-    rows: Iterator[tuple[str, str, str, str, int | None, bool]],
-) -> Iterator[tuple[str, list[tuple[str, str, str, str, int | None, bool]]]]:
-    current: str | None = None
-    bucket: list[tuple[str, str, str, str, int | None, bool]] = []
+    rows: Iterable[tuple[Any, ...]],
+) -> Iterator[tuple[Any, list[tuple[Any, ...]]]]:
+    """Group consecutive rows by their first column."""
+    current: Any = None
+    bucket: list[tuple[Any, ...]] = []
     for r in rows:
-        if r[0] != current:
-            if current is not None:
+        if r[0] != current or not bucket:
+            if bucket:
                 yield current, bucket
             current, bucket = r[0], []
         bucket.append(r)
-    if current is not None:
+    if bucket:
         yield current, bucket
+
+
+_ELIGIBLE = "eligible"
+
+
+def _settle(
+    rows: Sequence[tuple[Any, ...]],
+    recipient: str,
+    cats: Sequence[str],
+    need_sensitive: bool,
+    at_us: int,
+) -> str | None:
+    """Verdict for one subject's projection rows: ``eligible``, an exclusion, or None (no rows).
+
+    The same rules as the SQL of :meth:`SqlLedgerStore.cohort_view`.
+    """
+    if not rows:
+        return None
+    mine = next((r for r in rows if r[1] == recipient), None)
+    if mine is None:
+        return Exclusion.OTHER_RECIPIENT.value
+    st, granted, valid_until, explicit = mine[2], mine[3], mine[4], mine[5]
+    if st != ConsentState.GIVEN.value:
+        return str(st)
+    if valid_until is not None and valid_until <= at_us:
+        return Exclusion.EXPIRED.value
+    if (cats and not set(cats) <= set(str(granted).split(";"))) or (
+        need_sensitive and not explicit
+    ):
+        return Exclusion.CATEGORIES_NOT_COVERED.value
+    return _ELIGIBLE
+
+
+def _emit(keys: list[str], digest: Any, sink: Callable[[str], None] | None) -> None:
+    if not keys:
+        return
+    digest.update(("\n".join(keys) + "\n").encode("ascii"))
+    if sink is not None:
+        for k in keys:
+            sink(k)
 
 
 def _pages(items: Iterator[StoredEntry], size: int) -> Iterator[list[StoredEntry]]:
@@ -809,7 +850,9 @@ _PAYLOAD_TAIL = re.compile(r',"recorded_at":"[0-9T:.-]+Z","seq":(-?\d+)\}\Z')
 def _micros(text: Any) -> int | None:
     if text is None:
         return None
-    return to_micros(datetime.fromisoformat(str(text)))
+    if not isinstance(text, str):
+        raise ValueError("not a timestamp")
+    return to_micros(datetime.fromisoformat(text))
 
 
 def _check_entry(row: tuple[Any, ...], pos: int) -> str | None:
@@ -819,13 +862,16 @@ def _check_entry(row: tuple[Any, ...], pos: int) -> str | None:
     this position and that every indexed column (which cohorts and checks read) agrees with it.
     """
     payload = row[3]
-    tail = _PAYLOAD_TAIL.search(payload)
+    # The tail can only start at the last ',"recorded_at":' (a match elsewhere would have to
+    # contain it, and the tail admits no quote there); matching there is search() without the
+    # scan.
+    tail = _PAYLOAD_TAIL.match(payload, max(payload.rfind(',"recorded_at":'), 0))
     if tail is None or not payload.startswith(_PAYLOAD_HEAD):
         return "payload is not a well-formed ledger entry"
     if int(tail.group(1)) != pos:
         return f"payload records position {tail.group(1)}, not {pos} (entries reordered?)"
     content_json = payload[len(_PAYLOAD_HEAD) : tail.start()]
-    if hashlib.sha256(content_json.encode("utf-8")).digest() != bytes(row[2]):
+    if hashlib.sha256(content_json.encode("utf-8")).digest() != row[2]:
         return "content hash does not match the payload"
     try:
         ev = json.loads(content_json)

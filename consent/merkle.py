@@ -227,6 +227,21 @@ class Frontier:
         self.stack.append((level, h))
         return completed
 
+    def push(self, leaf: bytes, completed: list[tuple[int, int, bytes]]) -> None:
+        """Add a leaf hash like :meth:`append`; add what it completed to ``completed``.
+
+        The inner perfect subtrees go in as plain ``(level, index, hash)`` tuples (the hot path
+        of an import).
+        """
+        stack = self.stack
+        level, h = 0, leaf
+        self.size += 1
+        while stack and stack[-1][0] == level:
+            h = hashlib.sha256(b"\x01" + stack.pop()[1] + h).digest()
+            level += 1
+            completed.append((level, (self.size >> level) - 1, h))
+        stack.append((level, h))
+
     def append_subtree(self, level: int, h: bytes) -> list[PerfectNode]:
         """Append a whole perfect subtree of ``2**level`` leaves (its hash ``h``).
 

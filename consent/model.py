@@ -10,10 +10,9 @@ logged or echoed in an error.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
@@ -193,15 +192,26 @@ class SubjectKeyer:
     Without the node's key nobody can test a guessed identifier against the ledger.
     """
 
-    __slots__ = ("_key",)
+    __slots__ = ("_inner", "_key", "_outer")
 
     def __init__(self, key: bytes) -> None:
         if len(key) < 32:
             raise ValueError("the subject key must be at least 32 bytes")
         self._key = key
+        # HMAC (RFC 2104) with the key's inner and outer hash states computed once: the same
+        # digest as hmac.new(key, msg, sha256), without re-deriving the pads per subject.
+        block = hashlib.sha256().block_size
+        k = hashlib.sha256(key).digest() if len(key) > block else key
+        k = k.ljust(block, b"\x00")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in k))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in k))
 
     def __repr__(self) -> str:
         return "SubjectKeyer(<hidden>)"
+
+    def secret_hex(self) -> str:
+        """The key in hex, only to hand it to this node's own import worker (over a pipe)."""
+        return self._key.hex()
 
     def key_of(self, subject_id: str) -> str:
         """Return the subject key of a raw identifier (surrounding spaces ignored).
@@ -214,9 +224,11 @@ class SubjectKeyer:
             raise ConsentInputError(
                 "must be a non-empty identifier of at most 512 characters", field="subject_id"
             )
-        return hmac.new(
-            self._key, b"pec-subject-v1\x00" + ident.encode("utf-8"), hashlib.sha256
-        ).hexdigest()
+        inner = self._inner.copy()
+        inner.update(b"pec-subject-v1\x00" + ident.encode("utf-8"))
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,9 +306,32 @@ class ConsentEvent:
             "preference": self.preference.to_dict() if self.preference else None,
         }
 
+    def content_json(self) -> str:
+        """Return ``canonical_json(self.content())`` as text, built directly (imports are hot).
+
+        Keys are written in sorted order and strings escaped by the ``json`` module's own
+        encoder, so the text is the canonical JSON byte for byte (a property test checks it).
+        """
+        q = _json_str
+        pref, until = self.preference, self.valid_until
+        return (
+            f'{{"action":{q(self.action.value)},"data_categories":['
+            f"{','.join([q(c) for c in self.data_categories])}],"
+            f'"event_id":{q(self.event_id)},"explicit":{"true" if self.explicit else "false"},'
+            f'"jurisdiction":{q(self.jurisdiction)},"legal_basis":{q(self.legal_basis.value)},'
+            f'"method":{q(self.method.value)},"notice_hash":{_json_opt(self.notice_hash)},'
+            f'"notice_id":{q(self.notice_id)},"notice_language":{_json_opt(self.notice_language)},'
+            f'"notice_version":{q(self.notice_version)},'
+            f'"occurred_at":"{format_time(self.occurred_at)}",'
+            f'"preference":{"null" if pref is None else canonical_json(pref.to_dict()).decode()},'
+            f'"purpose":{q(self.purpose)},"recipient":{q(self.recipient)},'
+            f'"subject_key":{q(self.subject_key)},"v":{SCHEMA_VERSION},'
+            f'"valid_until":{"null" if until is None else q(format_time(until))}}}'
+        )
+
     def content_hash(self) -> bytes:
         """Return SHA-256 of the canonical content: two imports of one event compare equal."""
-        return hashlib.sha256(canonical_json(self.content())).digest()
+        return hashlib.sha256(self.content_json().encode("utf-8")).digest()
 
     @classmethod
     def from_content(cls, content: Mapping[str, Any]) -> ConsentEvent:
@@ -391,6 +426,69 @@ def parse_recipient(data: Mapping[str, Any]) -> Recipient:
     )
 
 
+#: The string encoder ``json.dumps(..., ensure_ascii=False)`` uses (the C one when available).
+_json_str: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def _json_opt(value: str | None) -> str:
+    return "null" if value is None else _json_str(value)
+
+
+#: An event ready to append, as plain values (cheap to build, to pickle between processes and
+#: to insert): ``(row, event_id, content_json, content_hash, subject_key, action, purpose,
+#: recipient, categories, occurred_us, valid_until_us, explicit, legal_basis, preference)``;
+#: ``preference`` is ``None`` or ``(channel, allowed, topics, hours, timezone, max_per_day,
+#: max_per_week)`` as the ``consent_preferences`` columns hold them.
+Draft = tuple[
+    int,
+    str,
+    str,
+    bytes,
+    str,
+    str,
+    str,
+    str,
+    str,
+    int,
+    int | None,
+    bool,
+    str,
+    tuple[Any, ...] | None,
+]
+
+
+def draft_of(row: int, ev: ConsentEvent) -> Draft:
+    """Return the :data:`Draft` of a validated event (``row``: its 1-based place in the input)."""
+    content_json = ev.content_json()
+    p = ev.preference
+    return (
+        row,
+        ev.event_id,
+        content_json,
+        hashlib.sha256(content_json.encode("utf-8")).digest(),
+        ev.subject_key,
+        ev.action.value,
+        ev.purpose,
+        ev.recipient,
+        ";".join(ev.data_categories),
+        to_micros(ev.occurred_at),
+        None if ev.valid_until is None else to_micros(ev.valid_until),
+        ev.explicit,
+        ev.legal_basis.value,
+        None
+        if p is None
+        else (
+            p.channel.value,
+            p.allowed,
+            ";".join(p.topics),
+            p.hours,
+            p.timezone,
+            p.max_per_day,
+            p.max_per_week,
+        ),
+    )
+
+
 def canonical_json(value: Any) -> bytes:
     """Serialize deterministically: sorted keys, no spaces, UTF-8."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
@@ -400,11 +498,8 @@ def canonical_json(value: Any) -> bytes:
 
 def format_time(value: datetime) -> str:
     """Format an aware datetime as UTC ISO 8601 with microseconds and ``Z``."""
-    v = value.astimezone(UTC)
-    return (
-        f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
-        f".{v.microsecond:06d}Z"
-    )
+    v = value if value.tzinfo is UTC else value.astimezone(UTC)
+    return v.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def to_micros(value: datetime) -> int:

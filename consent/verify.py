@@ -38,6 +38,7 @@ def verify_chunk(url: str, start: int, end: int, head_sizes: list[int]) -> Chunk
     store = SqlLedgerStore.open(url, create=False)
     wanted = set(head_sizes)
     frontier = Frontier()
+    completed: list[tuple[int, int, bytes]] = []
     heads: dict[int, list[tuple[int, bytes]]] = {}
     pos = start
     try:
@@ -65,11 +66,13 @@ def verify_chunk(url: str, start: int, end: int, head_sizes: list[int]) -> Chunk
                         frontier.stack,
                         heads,
                     )
-                for node in frontier.append(leaf):
-                    gidx = node.index + (start >> node.level)
-                    if stored.get((node.level, gidx)) != node.hash:
-                        first = gidx << node.level
-                        last = first + (1 << node.level) - 1
+                completed.clear()
+                frontier.push(leaf, completed)
+                for level, index, h in completed:
+                    gidx = index + (start >> level)
+                    if stored.get((level, gidx)) != h:
+                        first = gidx << level
+                        last = first + (1 << level) - 1
                         return ChunkResult(
                             start,
                             pos - start,

@@ -200,7 +200,7 @@ def test_two_processes_appending_at_once_make_one_log(tmp_path: Path, db_url: st
         ledger.close()
 
 
-N_BIG = 25_000
+N_BIG = 40_000  # about 6 MB: above WORKER_MIN_BYTES, so the parser runs in its own process
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -248,3 +248,39 @@ def test_kill_9_during_import_leaves_a_valid_ledger_and_reimport_completes(
         assert ledger.verify().entries_checked == N_BIG + 50
     finally:
         ledger.close()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("bad_row", [None, 2_500, 11_000])
+def test_parser_process_yields_what_the_in_process_parser_yields(
+    tmp_path: Path, bad_row: int | None
+) -> None:
+    from consent.errors import ConsentInputError
+    from consent.io import iter_draft_batches
+    from consent.model import SubjectKeyer
+
+    rows = [event(i, subject=f"s{i}") for i in range(12_000)]
+    if bad_row is not None:
+        rows[bad_row - 1]["occurred_at"] = "yesterday"
+    src = _write_csv(tmp_path / "events.csv", rows)
+    keyer = SubjectKeyer(b"k" * 32)
+
+    def run(worker: bool) -> tuple[list[list[tuple[object, ...]]], str | None]:
+        got: list[list[tuple[object, ...]]] = []
+        try:
+            for batch in iter_draft_batches(src, keyer, worker=worker):
+                got.append(batch)
+        except ConsentInputError as exc:
+            return got, str(exc)
+        return got, None
+
+    inline, inline_error = run(False)
+    piped, piped_error = run(True)
+
+    assert piped == inline
+    assert piped_error == inline_error
+    if bad_row is not None:
+        assert (
+            piped_error
+            == f"events.csv, row {bad_row}, field 'occurred_at': is not an ISO 8601 timestamp"
+        )

@@ -42,7 +42,7 @@ events_st = st.lists(
 
 def naive(
     evs: list[tuple], at: datetime, recipient: str, cats: set[str]
-) -> tuple[int, dict[str, int]]:
+) -> tuple[set[int], dict[str, int]]:
     latest: dict[tuple[int, str], tuple[datetime, int, tuple]] = {}
     known = set()
     for seq, e in enumerate(evs):
@@ -56,7 +56,8 @@ def naive(
         key = (subj, rcpt)
         if key not in latest or (latest[key][0], latest[key][1]) < (occurred, seq):
             latest[key] = (occurred, seq, e)
-    eligible, excluded = 0, {}
+    eligible: set[int] = set()
+    excluded: dict[str, int] = {}
     for subj in known:
         mine = latest.get((subj, recipient))
         others = any(k[0] == subj and k[1] != recipient for k in latest)
@@ -74,7 +75,7 @@ def naive(
             else:
                 reason = None
         if reason is None:
-            eligible += 1
+            eligible.add(subj)
         else:
             excluded[reason] = excluded.get(reason, 0) + 1
     return eligible, excluded
@@ -116,10 +117,13 @@ def test_cohort_equals_naive_replay(
         at = BASE + timedelta(days=at_day, hours=12)
         cats = {"identifier.phone", "income_level"} if need_income else {"identifier.phone"}
 
-        snap = ledger.cohort("marketing.lead_scoring", recipient, sorted(cats), at)
+        keys: list[str] = []
+
+        snap = ledger.cohort("marketing.lead_scoring", recipient, sorted(cats), at, keys.append)
 
         eligible, excluded = naive(evs, at, recipient, cats)
-        assert snap.eligible == eligible
+        assert snap.eligible == len(eligible) == len(keys)
+        assert keys == sorted(ledger.subject_key(f"s{s}") for s in eligible)
         assert {k: v for k, v in snap.excluded.items() if v} == excluded
     finally:
         ledger.close()

@@ -105,3 +105,46 @@ def test_parse_time_requires_offset() -> None:
     assert parse_time("2026-01-01T00:00:00Z", "t") == datetime(2026, 1, 1, tzinfo=UTC)
     with pytest.raises(ConsentInputError):
         parse_time("2026-01-01T00:00:00", "t")
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {},
+        {"subject": "ünïcode-主体", "notice_language": "zh-CN", "notice_hash": "ab" * 32},
+        {"valid_until": "2027-01-10T00:00:00.123456-05:30", "explicit": "true"},
+        {"data_categories": "health;identifier.phone", "explicit": "yes", "recipient": "ins-co"},
+        {
+            "action": "preference",
+            "purpose": "",
+            "data_categories": "",
+            "channel": "sms",
+            "allowed": "false",
+            "topics": "cars;news",
+            "hours": "09:00-21:00",
+            "timezone": "Asia/Shanghai",
+            "max_per_day": "2",
+        },
+        {"action": "withdraw", "data_categories": "", "occurred_at": "0999-01-01T00:00:00Z"},
+    ],
+)
+def test_content_json_is_the_canonical_json_of_the_content(over: dict[str, str]) -> None:
+    from consent.model import canonical_json, draft_of
+
+    ev = parse_event(event(1, **over), KEYER)
+
+    text = ev.content_json()
+
+    assert text == canonical_json(ev.content()).decode("utf-8")
+    assert ev.content_hash() == draft_of(1, ev)[3]
+
+
+def test_subject_key_is_hmac_sha256_of_the_identifier() -> None:
+    import hashlib
+    import hmac
+
+    for key in (b"k" * 32, b"x" * 64, b"y" * 65):
+        keyer = SubjectKeyer(key)
+        for ident in ("alice", "+8613800138000", "ünïcode-主体"):
+            expected = hmac.new(key, b"pec-subject-v1\x00" + ident.encode(), hashlib.sha256)
+            assert keyer.key_of(ident) == expected.hexdigest()
