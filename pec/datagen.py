@@ -44,6 +44,7 @@ PURPOSES = (
     "marketing.enrichment",
     "analytics.aggregate",
     "third_party.matching",
+    "analytics.overlap",
 )
 # CN mobile prefixes inside phonenumbers' valid mobile ranges
 _PREFIXES = np.array(
