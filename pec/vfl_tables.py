@@ -15,6 +15,7 @@ import pandas as pd
 from federated.job import PartyTable
 from pec.errors import InputError
 from pec.tables import inspect_table, read_columns
+from psi.normalize import KeyKind, NormalizationRules, normalize_column
 
 __all__ = ["load_party_table"]
 
@@ -63,7 +64,10 @@ def load_party_table(
     ids = table[id_column].astype(str).str.strip()
     if id_kind not in ("raw", "phone", "email"):
         raise InputError(f"unknown id kind {id_kind!r} (raw, phone or email)")
-    duplicated = ids.duplicated() & (ids != "")
+    # two rows with one person's id would make the alignment ambiguous; ids that cannot match
+    # (empty, or not a valid phone or email) never align, so repeating them is harmless
+    keys = normalize_column(ids, KeyKind(id_kind), NormalizationRules()).values
+    duplicated = keys.duplicated() & keys.notna()
     if duplicated.any():
         row = _first_bad(duplicated)
         raise InputError(f"{role} file {path}, row {row}, column {id_column!r}: duplicate id")
