@@ -85,6 +85,7 @@ def metrics_of(result: BrandJobResult) -> dict[str, Any]:
         "valid_rows": result.valid_rows,
         "test_rows": result.test_rows if result.evaluated_on == "test" else result.holdout_rows,
         "evaluated_on": result.evaluated_on,
+        "scored_rows": result.test_rows if result.scored_on == "test" else None,
         "epochs": first["epochs"],
         "seconds": round(result.seconds, 3),
         "aligned_rows": result.aligned_rows,
@@ -141,7 +142,7 @@ def write_brand_outputs(
     workdir = _workdir(out, result.job_id)
     try:
         metrics = metrics_of(result)
-        if result.evaluated_on == "test":
+        if result.scored_on == "test":
             scores = pd.DataFrame({"id": result.scored_ids})
             scores["score"] = result.models[0].scores
             if len(result.models) > 1:

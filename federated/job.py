@@ -426,7 +426,7 @@ class ModelResult:
     epochs: int
     evaluation: Evaluation | None
     scores: npt.NDArray[np.float64]
-    """0-1 scores of the evaluated rows (holdout, or the matched test rows)."""
+    """0-1 scores of the scored rows (the matched test rows, or the holdout)."""
 
 
 @dataclass
@@ -446,12 +446,16 @@ class BrandJobResult:
     scored_ids: pd.Series
     """Identifiers of the rows the scores belong to (holdout or matched test rows)."""
     evaluated_on: str
+    """``test`` (a labeled test table) or ``holdout`` (a random part of the aligned rows)."""
     round_trips: int
     bytes_sent: int
     bytes_received: int
     seconds: float
     key_bits: int
     key_fingerprint: str
+    scored_on: str = "holdout"
+    """The rows :attr:`ModelResult.scores` and :attr:`scored_ids` belong to: the matched test
+    rows when a test table was given (labeled or not), else the holdout."""
 
 
 class _Counter:
@@ -516,12 +520,15 @@ def run_brand_job(
     *,
     test: PartyTable | None = None,
     progress: Progress | None = None,
+    end_job: bool = True,
 ) -> BrandJobResult:
     """Drive a whole job from the brand's side: align, train one model per label, evaluate.
 
-    ``train.labels`` holds one 0/1 vector per model. With ``test`` the models are evaluated on
-    the matched test rows (if ``test.labels`` has the label) and scored; without it on a random
-    holdout of the aligned rows.
+    ``train.labels`` holds one 0/1 vector per model. With ``test`` the matched test rows are
+    scored; the models are evaluated on them when ``test.labels`` has every label, else (new
+    leads) on a random holdout of the aligned rows, as without ``test``. With ``end_job=False``
+    the scoring request does not end the partner's side, so a job built on this one (a lookalike
+    job) can send further requests.
 
     Raises:
         ProtocolError: the partner's replies do not fit the job, or the alignment is empty.
@@ -542,7 +549,10 @@ def run_brand_job(
             f"the brand's and the partner's tables share {len(rows)} ids: too few to train "
             "(at least 10 are needed)"
         )
-    positions = _split(len(rows), options, test is not None)
+    # a test table with the labels is the evaluation set; new leads without labels are only
+    # scored, and the models are evaluated on a holdout of the aligned rows as without a test
+    labeled_test = test is not None and all(label in test.labels for label in train.labels)
+    positions = _split(len(rows), options, labeled_test)
     names = ("train", "valid", "holdout")
     header = {"job": job_id, "models": len(train.labels), **{n: len(positions[n]) for n in names}}
     payload = b"".join(_ints(positions[n]) for n in names)
@@ -588,33 +598,40 @@ def run_brand_job(
             trainer.close()
         trained.append((label, trainer))
 
+    note("score", 0, 1)
+    holdout = positions["holdout"]
+    evaluation_labels: dict[str, npt.NDArray[np.float64]] = {}
+    holdout_partial = None
+    if not labeled_test:
+        evaluation_labels = {k: v[rows][holdout] for k, v in train.labels.items()}
+        holdout_partial = _scores(
+            counter, job_id, "holdout", len(holdout), len(trained), end_job and test is None
+        )
     if test is not None:
-        note("score", 0, 1)
         test_rows = _align(job_id, "test", test, counter, options.workers)
         which, x_eval = "test", standardizer.apply(test.features[test_rows])
-        labels = {k: v[test_rows] for k, v in test.labels.items()}
+        if labeled_test:
+            evaluation_labels = {k: v[test_rows] for k, v in test.labels.items()}
         scored_ids = test.ids.iloc[test_rows].reset_index(drop=True)
+        partial = _scores(counter, job_id, "test", len(x_eval), len(trained), end_job)
     else:
-        holdout = positions["holdout"]
-        which, x_eval = "holdout", x_all[holdout]
-        labels = {k: v[rows][holdout] for k, v in train.labels.items()}
+        assert holdout_partial is not None
+        which, x_eval, partial = "holdout", x_all[holdout], holdout_partial
         scored_ids = train.ids.iloc[rows[holdout]].reset_index(drop=True)
-    header, payload = _expect(
-        counter(pack("score", {"job": job_id, "set": which, "final": True})), "scores", job_id
-    )
     count = len(x_eval)
-    if header.get("models") != len(trained) or header.get("rows") != count:
-        raise ProtocolError("the partner scored a different set of rows")
-    (flat,) = _split_arrays(payload, [len(trained) * count], "<f8")
-    partial = flat.reshape(len(trained), count) if count else np.zeros((len(trained), 0))
     note("score", 1, 1)
 
     models = []
     for index, (label, trainer) in enumerate(trained):
         weights, intercept = trainer.weights
         scores = _sigmoid(x_eval @ weights + intercept + partial[index])
-        y_eval = labels.get(label)
-        evaluation = evaluate(y_eval, scores) if y_eval is not None and count else None
+        y_eval = evaluation_labels.get(label)
+        if labeled_test or test is None:
+            evaluation = evaluate(y_eval, scores) if y_eval is not None and count else None
+        else:
+            assert holdout_partial is not None and y_eval is not None
+            held = _sigmoid(x_all[holdout] @ weights + intercept + holdout_partial[index])
+            evaluation = evaluate(y_eval, held) if len(holdout) else None
         models.append(
             ModelResult(
                 label=label,
@@ -639,7 +656,8 @@ def run_brand_job(
         standardizer=standardizer,
         models=models,
         scored_ids=scored_ids,
-        evaluated_on=which,
+        evaluated_on="test" if labeled_test else "holdout",
+        scored_on=which,
         round_trips=counter.round_trips,
         bytes_sent=counter.sent,
         bytes_received=counter.received,
@@ -647,6 +665,19 @@ def run_brand_job(
         key_bits=options.key_bits,
         key_fingerprint=keys.public_key.fingerprint,
     )
+
+
+def _scores(
+    counter: _Counter, job_id: str, which: str, count: int, models: int, final: bool
+) -> npt.NDArray[np.float64]:
+    """The partner's partial scores of one row set, one row per model."""
+    header, payload = _expect(
+        counter(pack("score", {"job": job_id, "set": which, "final": final})), "scores", job_id
+    )
+    if header.get("models") != models or header.get("rows") != count:
+        raise ProtocolError("the partner scored a different set of rows")
+    (flat,) = _split_arrays(payload, [models * count], "<f8")
+    return flat.reshape(models, count) if count else np.zeros((models, 0))
 
 
 def _expected_steps(train_rows: int, config: TrainingConfig) -> int:

@@ -160,6 +160,28 @@ def test_test_rows_are_scored_for_matched_ids_only() -> None:
     assert result.models[0].evaluation is not None and result.models[0].evaluation.auc > 0.95
 
 
+def test_unlabeled_new_leads_are_scored_and_the_models_evaluated_on_a_holdout() -> None:
+    guest, _, brand, partner = tables("breast", 1.0, 1.0)
+    cut = 450
+    train_b = PartyTable(
+        brand.ids[:cut], brand.features[:cut], brand.feature_names, {"y": brand.labels["y"][:cut]}
+    )
+    new_b = PartyTable(  # new leads: no labels
+        brand.ids[cut:].reset_index(drop=True), brand.features[cut:], brand.feature_names
+    )
+    job = PartnerJob("job-3b", partner, partner, PartnerConfig(optimizer=OPT, min_key_bits=512))
+    result = run_brand_job(
+        "job-3b", train_b, job.answer, JobOptions(key_bits=512, training=TRAINING), test=new_b
+    )
+    assert result.evaluated_on == "holdout" and result.holdout_rows == round(cut * 0.2)
+    assert result.scored_on == "test" and result.test_rows == len(guest) - cut
+    assert sorted(result.scored_ids) == sorted(new_b.ids)  # in the alignment's order
+    model = result.models[0]
+    assert model.evaluation is not None and model.evaluation.auc > 0.95
+    assert len(model.scores) == len(guest) - cut
+    assert job.stage.value == "done"
+
+
 def test_no_overlap_is_an_input_error() -> None:
     _, _, brand, partner = tables("breast")
     other = PartyTable(
