@@ -14,6 +14,7 @@ from consent.cli import app as consent_app
 from pec import __version__
 from pec.errors import PecError
 from pec.job_cli import app as job_app
+from pec.lookalike_cli import app as lookalike_app
 from pec.node_cli import app as node_app
 from pec.psi_cli import app as psi_app
 from pec.psi_cli import fail, progress_bars
@@ -30,6 +31,7 @@ app.add_typer(consent_app, name="consent")
 app.add_typer(node_app, name="node")
 app.add_typer(job_app, name="job")
 app.add_typer(vfl_app, name="vfl")
+app.add_typer(lookalike_app, name="lookalike")
 data_app = typer.Typer(help="Generated data for trying PEC out.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
@@ -45,12 +47,14 @@ def demo(
     out: Annotated[Path, typer.Option(help="Where the data and job outputs go.")] = Path(
         "pec-demo"
     ),
-    brand_rows: Annotated[int, typer.Option(min=10, help="Brand CRM rows.")] = 5_000,
-    partner_rows: Annotated[int, typer.Option(min=10, help="Partner tag rows.")] = 20_000,
+    brand_rows: Annotated[int, typer.Option(min=100, help="Historical brand leads.")] = 10_000,
+    new_leads: Annotated[int, typer.Option(min=10, help="New leads to score.")] = 2_000,
+    partner_rows: Annotated[int, typer.Option(min=100, help="Partner people.")] = 30_000,
     seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 7,
+    key_bits: Annotated[int, typer.Option(min=1024, help="Paillier key size.")] = 2048,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Generate brand and partner tables; run overlap, enrichment, matching and aggregate jobs."""
+    """Generate data and consent; run overlap, lead scoring, enrichment, aggregate, matching."""
     from pec.demo import run_demo
 
     console = Console(stderr=True)
@@ -59,8 +63,10 @@ def demo(
             result = run_demo(
                 out,
                 brand_rows=brand_rows,
+                new_leads=new_leads,
                 partner_rows=partner_rows,
                 seed=seed,
+                key_bits=key_bits,
                 progress=on_progress,
                 announce=lambda line: console.print(f"[bold]pec demo[/] {line}", highlight=False),
             )
@@ -73,22 +79,34 @@ def demo(
     table.add_column("job")
     table.add_column("what the brand learns")
     table.add_column("result", justify="right")
+    consent = result["consent"]["jobs"]
+    table.add_row(
+        "consent",
+        "per job, the brand rows whose subject consented to the purpose for this partner",
+        "; ".join(
+            f"{job} {c['tables']['brand_leads.csv']['kept']:,}/"
+            f"{c['tables']['brand_leads.csv']['rows']:,}"
+            for job, c in consent.items()
+        ),
+    )
     table.add_row(
         "overlap (PSI cardinality)",
         "how many customers the partner knows, per key",
         f"{result['overlap']:,} (expected {result['expected_overlap']:,}); "
         f"per key {result['overlap_per_key']}",
     )
+    lead = result["lead_scoring"]
+    table.add_row(
+        "lead scoring (VFL, Flower + Paillier)",
+        "a 0-1 score per new lead per model; the partner's tags stay with the partner",
+        ", ".join(f"{k} AUC {v:.3f}" for k, v in lead["auc"].items() if v is not None)
+        + f"; {lead['new_leads_scored']:,} new leads scored "
+        f"({lead['new_leads_matched']:,} known to the partner)",
+    )
     table.add_row(
         "enrichment (labeled PSI)",
         "partner tags for its matched customers only",
         f"{result['enriched_rows']:,} rows -> {result['outputs']['enrichment']}/left.csv",
-    )
-    table.add_row(
-        "matching (partner learns)",
-        "nothing; the partner gets the matched set for delivery",
-        f"{result['matched_partner_rows']:,} partner rows -> "
-        f"{result['outputs']['matching']}/right.csv",
     )
     cells = ", ".join(
         f"{k} {'suppressed' if v is None else v}" for k, v in result["competitor_cells"].items()
@@ -98,8 +116,17 @@ def demo(
         "per competitor brand, how many of its lost leads bought it; small cells suppressed",
         f"{result['lost_leads_known']:,} of {result['lost_leads']:,} lost leads known: {cells}",
     )
+    table.add_row(
+        "matching (partner learns)",
+        "nothing; the partner gets the matched set for delivery",
+        f"{result['matched_partner_rows']:,} partner rows -> "
+        f"{result['outputs']['matching']}/right.csv",
+    )
     Console().print(table)
-    Console().print(f"invalid keys set aside: {result['invalid_keys']}; summary: {out}/demo.json")
+    Console().print(
+        f"invalid keys set aside: {result['invalid_keys']}; summary: {out}/demo.json; "
+        f"report: {result['report']}"
+    )
 
 
 @data_app.command("generate")

@@ -87,7 +87,7 @@ def check_inputs(
     if test_brand is not None and test_partner is not None:
         load_party_table(
             test_brand, options.id_column, role="brand test", labels=options.labels,
-            features=list(b.feature_names), require_labels=False,
+            features=list(b.feature_names), require_labels=False, id_kind=options.id_kind,
         )  # fmt: skip
         load_party_table(
             test_partner, partner_id, role="partner test", features=list(p.feature_names),

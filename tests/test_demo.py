@@ -13,43 +13,56 @@ from pec.demo import expected_overlap
 
 
 @pytest.mark.e2e
-def test_demo_runs_three_jobs_and_finds_the_expected_overlap(tmp_path: Path) -> None:
+def test_demo_runs_every_job_on_consented_input_and_writes_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pec",
-            "demo",
-            "--out",
-            str(tmp_path / "demo"),
-            "--brand-rows",
-            "300",
-            "--partner-rows",
-            "900",
-            "--json",
-        ],
+        [sys.executable, "-m", "pec", "demo", "--out", str(out), "--brand-rows", "1500",
+         "--new-leads", "200", "--partner-rows", "3000", "--key-bits", "1024", "--json"],
         capture_output=True,
         text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
+    # consent: every job used only consented rows, and the ledger verified
+    assert summary["consent"]["verified"]
+    brand = pd.read_csv(out / "data" / "brand_leads.csv", dtype=str, keep_default_na=False)
+    for job, record in summary["consent"]["jobs"].items():
+        used = pd.read_csv(out / job / "input" / "brand_leads.csv", dtype=str)
+        table = record["tables"]["brand_leads.csv"]
+        assert table["rows"] == len(brand) and table["kept"] == len(used) < len(brand), job
+        assert sum(record["excluded"].values()) > 0
+        manifest = json.loads((out / job / "manifest.json").read_text())
+        assert manifest["consent"]["tree_head"]["tree_size"] == summary["consent"]["events"]
+        assert manifest["outputs"], job
+    # overlap
     assert summary["overlap"] == summary["expected_overlap"] > 0
+    assert not (out / "overlap" / "result" / "left.csv").exists()
+    # lead scoring: two models, one score per consented new lead per model
+    lead = summary["lead_scoring"]
+    assert set(lead["auc"]) == {"speed", "revenue"}
+    assert all(auc > 0.6 for auc in lead["auc"].values()), lead
+    scores = pd.read_csv(out / "lead_scoring" / "result" / "new_lead_scores.csv")
+    new = pd.read_csv(out / "lead_scoring" / "input" / "brand_new_leads.csv", dtype=str)
+    assert scores["lead_id"].tolist() == new["lead_id"].tolist()
+    assert 0 < lead["new_leads_matched"] < lead["new_leads_scored"] == len(new)
+    assert scores[["score_speed", "score_revenue"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert not (out / "lead_scoring" / "result" / "partner_model.json").exists()
+    # enrichment, aggregate, matching
     assert summary["enriched_rows"] == summary["expected_overlap"]
-    enriched = pd.read_csv(tmp_path / "demo" / "enrichment" / "left.csv", dtype=str)
+    enriched = pd.read_csv(out / "enrichment" / "result" / "left.csv", dtype=str)
     assert {"lead_id", "income_level", "car_insurance"} <= set(enriched.columns)
-    assert not (tmp_path / "demo" / "overlap" / "left.csv").exists()
-    assert (tmp_path / "demo" / "matching" / "right.csv").exists()
-    lost = pd.read_csv(tmp_path / "demo" / "data" / "brand_lost_leads.csv", dtype=str)
-    partner = pd.read_csv(tmp_path / "demo" / "data" / "partner_tags.csv", dtype=str)
-    assert summary["lost_leads"] == len(lost)
-    assert 0 < summary["lost_leads_known"] <= len(lost)
     released = {k: v for k, v in summary["competitor_cells"].items() if v is not None}
     assert all(v >= 20 for v in released.values())
-    assert set(summary["competitor_cells"]) <= set(partner["competitor_brand"].fillna("")) | {
-        "(missing)"
-    }
-    assert not (tmp_path / "demo" / "matching" / "left.csv").exists()
+    assert (out / "matching" / "result" / "right.csv").exists()
+    assert not (out / "matching" / "result" / "left.csv").exists()
+    # the report is one self-contained page with the plots inline
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 5
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+    for section in ("Consent", "Overlap", "Lead scoring", "Enrichment", "Aggregate", "Matching",
+                    "Audit manifests"):  # fmt: skip
+        assert f"<h2>{section}" in page
 
 
 @pytest.mark.unit
