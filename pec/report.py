@@ -82,7 +82,7 @@ def _consent_section(consent: Mapping[str, Any]) -> str:
         leads = c["tables"]["brand_leads.csv"]
         rows.append([job, c["purpose"], c["eligible"], *[c["excluded"][r] for r in reasons],
                      leads["rows"], leads["kept"]])  # fmt: skip
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, ax = plt.subplots(figsize=(8, 3.2))
     names = list(jobs)
     bottom = [0] * len(names)
     series = [("eligible", [jobs[j]["eligible"] for j in names])]
@@ -92,7 +92,7 @@ def _consent_section(consent: Mapping[str, Any]) -> str:
             ax.barh(names, values, left=bottom, label=label)
             bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     ax.set(xlabel="subjects", title="Consent cohort per job (recipient: the partner)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     head = next(iter(jobs.values()))["tree_head"] or {}
     return (
