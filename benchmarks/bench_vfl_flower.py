@@ -53,7 +53,8 @@ def generated(rows: int, label: str) -> pd.DataFrame:
     brand["id"] = normalize_column(brand["phone"], KeyKind.PHONE, rules).values.to_numpy()
     partner["id"] = normalize_column(partner["mobile"], KeyKind.PHONE, rules).values.to_numpy()
     pooled = brand.dropna(subset=["id"]).merge(partner.dropna(subset=["id"]), on="id")
-    frame = pd.DataFrame({"id": pooled["id"], "y": pooled[label].astype(int)})
+    # ids as text that does not parse as a number (E.164 "+86..." would be read back as an int)
+    frame = pd.DataFrame({"id": "p" + pooled["id"].str.lstrip("+"), "y": pooled[label].astype(int)})
     for column in BRAND_FEATURES:
         frame[f"b_{column}"] = pooled[column].astype(float)
     for column in PARTNER_FEATURES:
