@@ -14,6 +14,7 @@ from consent.cli import app as consent_app
 from pec import __version__
 from pec.errors import PecError
 from pec.job_cli import app as job_app
+from pec.lookalike_cli import app as lookalike_app
 from pec.node_cli import app as node_app
 from pec.psi_cli import app as psi_app
 from pec.psi_cli import fail, progress_bars
@@ -30,6 +31,7 @@ app.add_typer(consent_app, name="consent")
 app.add_typer(node_app, name="node")
 app.add_typer(job_app, name="job")
 app.add_typer(vfl_app, name="vfl")
+app.add_typer(lookalike_app, name="lookalike")
 data_app = typer.Typer(help="Generated data for trying PEC out.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 

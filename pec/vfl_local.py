@@ -236,8 +236,19 @@ def run_vfl_local(
 
 
 def _follow(
-    flower: LocalFlower, run_id: str, staging: Path, timeout: float, note: ProgressFn
+    flower: LocalFlower,
+    run_id: str,
+    staging: Path,
+    timeout: float,
+    note: ProgressFn,
+    done_file: str = "metrics.json",
 ) -> None:
+    """Show the brand's progress until its ``done_file`` appears.
+
+    Raises:
+        InputError: the brand reported bad input.
+        PecError: the brand or the partner failed, the run ended, or the time ran out.
+    """
     follower = _Follower(staging / "progress.jsonl")
     deadline = time.monotonic() + timeout
     last_status = time.monotonic()
@@ -249,7 +260,7 @@ def _follow(
                     raise InputError(message)
                 raise PecError(f"the job failed at the brand: {line.get('error')}: {message}")
             note("brand", str(line["stage"]), int(line["done"]), int(line["total"]))
-        if (staging / "brand" / "metrics.json").exists():
+        if (staging / "brand" / done_file).exists():
             return
         if not flower.alive("partner") and not (staging / "partner").exists():
             raise PecError(f"the partner stopped during the job (see {flower.log('partner')})")

@@ -14,6 +14,12 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Drive the job named in the run config; the brand's outputs land in its ``out`` folder."""
     config = dict(context.run_config)
+    if config.get("kind", "psi") == "lookalike":
+        from parties.flower_lookalike import run_brand_lookalike_job
+
+        summary = run_brand_lookalike_job(grid, config)
+        print(json.dumps({"job": config["job-id"], "audience": summary["audience"]["size"]}))
+        return
     if config.get("kind", "psi") == "vfl":
         from parties.flower_vfl import run_brand_vfl  # the brand's installed, pinned PEC
 
