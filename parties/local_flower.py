@@ -6,6 +6,12 @@ SuperLink and ServerApp (started by ``flwr run``), the partner's own PEC process
 target that holds its data) and the partner's SuperNode, whose ClientApp only relays bytes.
 Every wait is bounded; every process is started in its own session and stopped by its process
 group. Logs go to files in the work folder, never to the terminal.
+
+Secure mode (:mod:`parties.flower_tls`): with ``tls`` the SuperLink serves TLS with its
+certificate and the CLI verifies it with the CA; with ``supernode_auth`` it admits only
+SuperNodes whose public key was registered (:meth:`LocalFlower.register_supernode`); a SuperNode
+started with ``root_certificates`` verifies the SuperLink and, with ``supernode_key``, signs its
+requests. Without them everything is plaintext gRPC on loopback (tests, ``pec vfl local``).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from parties.errors import PartyError
+from parties.flower_tls import SuperLinkTls, SuperNodeKey
 
 __all__ = ["APP_DIR", "LocalFlower", "free_port", "run_config_text"]
 
@@ -56,9 +63,25 @@ class LocalFlower:
     """Start, drive and stop a loopback deployment (use as a context manager)."""
 
     def __init__(
-        self, workdir: Path, *, poll_interval: float = 0.2, superlink_port: int | None = None
+        self,
+        workdir: Path,
+        *,
+        poll_interval: float = 0.2,
+        superlink_port: int | None = None,
+        superlink_host: str = "127.0.0.1",
+        tls: SuperLinkTls | None = None,
+        supernode_auth: bool = False,
+        root_certificates: Path | None = None,
+        supernode_key: SuperNodeKey | None = None,
     ) -> None:
+        if supernode_auth and tls is None:
+            raise PartyError("SuperNode authentication needs TLS on the SuperLink")
         self.workdir = workdir.resolve()
+        self.superlink_host = superlink_host
+        self.tls = tls
+        self.supernode_auth = supernode_auth
+        self.root_certificates = root_certificates or (tls.ca_cert if tls else None)
+        self.supernode_key = supernode_key
         self.bin = Path(sys.executable).parent
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         # a node passes the port its node.toml names; tests and `pec vfl local` take a free one
@@ -69,11 +92,20 @@ class LocalFlower:
         }
         for name in ("superlink", "supernode", "cli"):
             (self.workdir / "flwr" / name).mkdir(parents=True, exist_ok=True)
+        # the CLI talks to the brand's own SuperLink on this machine
+        security = (
+            f"root-certificates = {json.dumps(str(self.root_certificates))}\n"
+            if self.root_certificates
+            else "insecure = true\n"
+        )
         (self.workdir / "flwr" / "cli" / "config.toml").write_text(
             f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-            f'address = "127.0.0.1:{self.superlink_port}"\ninsecure = true\n'
+            f'address = "{self._local_host()}:{self.superlink_port}"\n{security}'
         )
         self.cli_env = self.env | {"FLWR_HOME": str(self.workdir / "flwr" / "cli")}
+
+    def _local_host(self) -> str:
+        return "127.0.0.1" if self.superlink_host in ("0.0.0.0", "::") else self.superlink_host
 
     def __enter__(self) -> LocalFlower:
         return self
@@ -100,21 +132,59 @@ class LocalFlower:
             )
 
     def start_superlink(self) -> None:
-        """The brand's SuperLink (insecure: loopback only)."""
+        """The brand's SuperLink: TLS (and SuperNode authentication) when configured."""
+        if self.tls is None:
+            security = ["--insecure"]
+        else:
+            security = ["--ssl-ca-certfile", str(self.tls.ca_cert),
+                        "--ssl-certfile", str(self.tls.cert),
+                        "--ssl-keyfile", str(self.tls.key)]  # fmt: skip
+            if self.supernode_auth:
+                security.append("--enable-supernode-auth")
         self.start(
             "superlink",
-            [str(self.bin / "flower-superlink"), "--insecure",
+            [str(self.bin / "flower-superlink"), *security,
              "--disable-runtime-dependency-installation",
-             "--host", "127.0.0.1", "--port", str(self.superlink_port)],
+             "--host", self.superlink_host, "--port", str(self.superlink_port)],
             home="superlink",
         )  # fmt: skip
 
-    def start_supernode(self, partner_url: str) -> None:
-        """The partner's SuperNode; its ClientApp relays to ``partner_url``."""
+    def register_supernode(self, public_key: Path, timeout: float = 60) -> None:
+        """Admit a SuperNode's public key on this SuperLink (``flwr supernode register``).
+
+        Raises:
+            PartyError: the SuperLink did not accept the key in time (its answer in a log file).
+        """
+        deadline = time.monotonic() + timeout
+        done = None
+        while time.monotonic() < deadline:
+            done = self._flwr("supernode", "register", str(public_key), CONNECTION,
+                              "--format", "json")  # fmt: skip
+            if done.returncode == 0:
+                return
+            if "already" in (done.stdout + done.stderr).lower():
+                return
+            time.sleep(1)
+        log = self.workdir / "flwr-register.log"
+        log.write_text("" if done is None else done.stdout + done.stderr)
+        raise PartyError(f"the SuperLink did not register the SuperNode (see {log})")
+
+    def start_supernode(self, partner_url: str, superlink: str | None = None) -> None:
+        """The partner's SuperNode; its ClientApp relays to ``partner_url``.
+
+        ``superlink`` is the brand's SuperLink address (default: this machine's).
+        """
+        security: list[str] = []
+        if self.root_certificates is None:
+            security.append("--insecure")
+        else:
+            security += ["--root-certificates", str(self.root_certificates)]
+        if self.supernode_key is not None:
+            security += ["--auth-supernode-private-key", str(self.supernode_key.private_key)]
         self.start(
             "supernode",
-            [str(self.bin / "flower-supernode"), "--insecure",
-             "--superlink", f"127.0.0.1:{self.superlink_port}",
+            [str(self.bin / "flower-supernode"), *security,
+             "--superlink", superlink or f"{self._local_host()}:{self.superlink_port}",
              "--host", "127.0.0.1", "--port", str(free_port()),
              "--node-config", f"partner-url={json.dumps(partner_url)}"],
             home="supernode",
@@ -146,7 +216,7 @@ class LocalFlower:
                 raise PartyError(f"the SuperLink stopped (see {self.log('superlink')})")
             with socket.socket() as s:
                 s.settimeout(1)
-                if s.connect_ex(("127.0.0.1", self.superlink_port)) == 0:
+                if s.connect_ex((self._local_host(), self.superlink_port)) == 0:
                     return
             time.sleep(0.2)
         raise PartyError(f"the SuperLink did not start within {timeout:.0f} s")
