@@ -54,7 +54,7 @@ def demo(
     key_bits: Annotated[int, typer.Option(min=1024, help="Paillier key size.")] = 2048,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Generate data and consent; run overlap, lead scoring, enrichment, aggregate, matching."""
+    """Generate data and consent; run the six clean-room jobs; write report.html."""
     from pec.demo import run_demo
 
     console = Console(stderr=True)
@@ -102,6 +102,13 @@ def demo(
         ", ".join(f"{k} AUC {v:.3f}" for k, v in lead["auc"].items() if v is not None)
         + f"; {lead['new_leads_scored']:,} new leads scored "
         f"({lead['new_leads_matched']:,} known to the partner)",
+    )
+    lal = result["lookalike"]
+    table.add_row(
+        "lookalike (partner features, brand seed)",
+        "score bands of people it does not have; an audience handle, its size and expected lift",
+        f"audience {lal['audience_size']:,} ({lal['audience_handle']}), expected lift "
+        f"{lal['expected_lift']}; holdout AUC {lal['holdout_auc']:.3f}",
     )
     table.add_row(
         "enrichment (labeled PSI)",

@@ -12,6 +12,9 @@
    * lead scoring: vertical federated logistic regression over a Flower deployment (SuperLink,
      SuperNode, the partner's own process), Paillier-encrypted gradients; "speed" and "revenue"
      models, then a 0-1 score per new lead per model (:mod:`federated.scoring`);
+   * lookalike: a model on the partner's tags trained with the brand's "premium" outcome as the
+     seed; the partner scores its population, the brand sees the score distribution and takes
+     the best tenth of the people it does not have; the audience stays with the partner;
    * enrichment: labeled PSI; the brand receives the partner's tags for its matched customers;
    * aggregate: of the brand's lost leads, how many bought which competitor brand (PSI +
      Paillier; small cells suppressed);
@@ -50,6 +53,7 @@ _KEYS = (KeyPair("phone", "mobile", KeyKind.PHONE), KeyPair("email", "email", Ke
 JOB_PURPOSES = {
     "overlap": "analytics.overlap",
     "lead_scoring": "marketing.lead_scoring",
+    "lookalike": "marketing.lookalike",
     "enrichment": "marketing.enrichment",
     "aggregate": "analytics.aggregate",
     "matching": "third_party.matching",
@@ -60,6 +64,7 @@ PARTNER_FEATURES = (
     "income_level", "car_insurance", "insurance_claims", "car_transactions", "car_app_minutes",
 )  # fmt: skip
 LABELS = ("speed", "revenue")
+SEED_LABEL = "premium"
 ENRICHMENT_TAGS = ("income_level", "car_insurance")
 
 Progress = Callable[[str, str, int, int], None]
@@ -205,7 +210,27 @@ def run_demo(
                             "partner_features": list(PARTNER_FEATURES), "key_bits": key_bits,
                             "id": "phone"}, started, metrics)  # fmt: skip
 
-    # 3. enrichment
+    # 3. lookalike: the brand's premium buyers as the seed, the best tenth of the partner's people
+    started = datetime.now(UTC)
+    from federated.lookalike import AudienceChoice
+    from pec.lookalike_local import LookalikeLocalOptions, run_lookalike_local
+
+    audience_size = max(partner_rows // 10, 1)
+    announce(f"job lookalike: seed = {SEED_LABEL} buyers, audience of {audience_size:,}")
+    lookalike_options = LookalikeLocalOptions(
+        id_column="phone", partner_id_column="mobile", id_kind="phone", label=SEED_LABEL,
+        audience=AudienceChoice(size=audience_size), partner_features=PARTNER_FEATURES,
+        key_bits=key_bits, seed=seed,
+    )  # fmt: skip
+    lookalike = run_lookalike_local(
+        out / "lookalike" / "input" / "brand_leads.csv", partner_csv,
+        out / "lookalike" / "result", lookalike_options, progress=note,
+    )  # fmt: skip
+    finish("lookalike", {"label": SEED_LABEL, "audience_size": audience_size,
+                         "partner_features": list(PARTNER_FEATURES), "key_bits": key_bits},
+           started, lookalike)  # fmt: skip
+
+    # 4. enrichment
     started = datetime.now(UTC)
     announce(f"job enrichment: labeled PSI, tags {', '.join(ENRICHMENT_TAGS)}")
     enrichment = run_psi_local(
@@ -216,7 +241,7 @@ def run_demo(
     finish("enrichment", {"keys": "phone OR email", "tags": list(ENRICHMENT_TAGS)}, started,
            enrichment)  # fmt: skip
 
-    # 4. aggregate over the brand's lost leads
+    # 5. aggregate over the brand's lost leads
     started = datetime.now(UTC)
     announce("job aggregate: lost leads x competitor brand")
     agg_in = out / "aggregate" / "input"
@@ -229,7 +254,7 @@ def run_demo(
     finish("aggregate", {"key": "phone", "group": "competitor_brand", "min_cell": 20}, started,
            aggregate)  # fmt: skip
 
-    # 5. matching
+    # 6. matching
     started = datetime.now(UTC)
     announce("job matching: only the partner learns the matched set")
     matching = run_psi_local(
@@ -255,6 +280,15 @@ def run_demo(
             "aligned_rows": metrics["aligned_rows"],
             "new_leads_scored": metrics["new_leads_scored"],
             "new_leads_matched": metrics["new_leads_matched"],
+        },
+        "lookalike": {
+            "seed_label": SEED_LABEL,
+            "aligned_rows": lookalike["aligned_rows"],
+            "holdout_auc": lookalike["holdout"]["auc"],
+            "audience_handle": lookalike["audience"]["handle"],
+            "audience_size": lookalike["audience"]["size"],
+            "expected_lift": lookalike["audience"]["expected_lift"],
+            "top_decile_lift": (lookalike["holdout"].get("lift_by_decile") or [None])[0],
         },
         "enriched_rows": enrichment["intersection"],
         "matched_partner_rows": matching["intersection"],

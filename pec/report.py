@@ -2,7 +2,8 @@
 
 Everything is inline (plots as base64 PNG, styles in the head): the file can be mailed or opened
 offline. Sections follow the jobs: consent exclusions per job, overlap, lead scoring (ROC, lift,
-score distributions of the new leads), enrichment, aggregate (suppressed cells marked), matching,
+score distributions of the new leads), lookalike (score bands, audience size, expected lift),
+enrichment, aggregate (suppressed cells marked), matching,
 and each job's audit manifest. Text from the data is HTML-escaped.
 """
 
@@ -156,6 +157,41 @@ def _lead_section(out: Path, result: Mapping[str, Any]) -> str:
     )
 
 
+def _lookalike_section(out: Path) -> str:
+    folder = out / "lookalike" / "result"
+    summary = json.loads((folder / "lookalike.json").read_text())
+    audience, holdout = summary["audience"], summary["holdout"]
+    rows = [
+        [f"{b['low']:.2f}–{b['high']:.2f}", "suppressed" if b["count"] is None else b["count"]]
+        for b in summary["distribution"]["bands"]
+    ]
+    plot = (
+        _img((folder / "lookalike.png").read_bytes(), "lookalike")
+        if (folder / "lookalike.png").exists()
+        else ""
+    )
+    lift = holdout.get("lift_by_decile") or [None]
+    return (
+        "<h2>Lookalike audience</h2>"
+        f"<p>{_kpi('seed people aligned', summary['aligned_rows'])}"
+        f"{_kpi('audience size (stays with the partner)', audience['size'])}"
+        f"{_kpi('expected lift', audience['expected_lift'])}"
+        f"{_kpi('holdout AUC', holdout.get('auc'))}"
+        f"{_kpi('holdout top-decile lift', lift[0])}</p>"
+        f"<p class='muted'>A model on the partner's tags only, trained with the brand's "
+        f"<code>{html.escape(str(summary['label']))}</code> outcome on the people both know; the "
+        "partner scored its whole population. The brand sees only how many people it does not "
+        "already have sit in each score band (bands under the minimum cell suppressed) and the "
+        f"audience's handle <code>{html.escape(str(audience['handle']))}</code>, size and cut "
+        f"score {_fmt(audience['cut_score'])}; the member list stays with the partner for "
+        "activation, seed members excluded.</p>"
+        + plot
+        + "<details><summary>score distribution (people per band)</summary>"
+        + _table(["score band", "people"], rows)
+        + "</details>"
+    )
+
+
 def _aggregate_section(result: Mapping[str, Any]) -> str:
     import matplotlib.pyplot as plt
 
@@ -221,6 +257,7 @@ def write_report(
         + _consent_section(result["consent"])
         + overlap
         + _lead_section(out, result)
+        + _lookalike_section(out)
         + enrichment
         + _aggregate_section(result)
         + matching

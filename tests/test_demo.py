@@ -48,6 +48,16 @@ def test_demo_runs_every_job_on_consented_input_and_writes_the_report(tmp_path: 
     assert 0 < lead["new_leads_matched"] < lead["new_leads_scored"] == len(new)
     assert scores[["score_speed", "score_revenue"]].apply(lambda c: c.between(0, 1)).all().all()
     assert not (out / "lead_scoring" / "result" / "partner_model.json").exists()
+    # lookalike: the audience stays with the partner; the brand has its handle, size and lift
+    lal = summary["lookalike"]
+    assert lal["audience_size"] == 300 and lal["audience_handle"].startswith("aud-")
+    assert lal["holdout_auc"] > 0.6
+    brand_files = json.dumps(
+        json.loads((out / "lookalike" / "result" / "lookalike.json").read_text())
+    )
+    audience = pd.read_csv(out / "lookalike" / "result" / "partner" / "audience.csv", dtype=str)
+    assert len(audience) == 300
+    assert not any(member in brand_files for member in audience.iloc[:, 0].head(50))
     # enrichment, aggregate, matching
     assert summary["enriched_rows"] == summary["expected_overlap"]
     enriched = pd.read_csv(out / "enrichment" / "result" / "left.csv", dtype=str)
@@ -58,10 +68,10 @@ def test_demo_runs_every_job_on_consented_input_and_writes_the_report(tmp_path: 
     assert not (out / "matching" / "result" / "left.csv").exists()
     # the report is one self-contained page with the plots inline
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") >= 5
+    assert page.count("data:image/png;base64,") >= 6
     assert "<script" not in page and "http://" not in page and "https://" not in page
-    for section in ("Consent", "Overlap", "Lead scoring", "Enrichment", "Aggregate", "Matching",
-                    "Audit manifests"):  # fmt: skip
+    for section in ("Consent", "Overlap", "Lead scoring", "Lookalike", "Enrichment", "Aggregate",
+                    "Matching", "Audit manifests"):  # fmt: skip
         assert f"<h2>{section}" in page
 
 
