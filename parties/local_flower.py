@@ -36,6 +36,17 @@ __all__ = ["APP_DIR", "LocalFlower", "free_port", "run_config_text"]
 
 APP_DIR = Path(__file__).resolve().parent / "flower_app"
 CONNECTION = "pec-local"
+PROCESS_FILE = "processes.json"
+
+
+def _is_ours(pid: int, workdir: Path) -> bool:
+    """Whether ``pid`` runs a Flower or PEC program with ``workdir`` as its working folder."""
+    try:
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return cwd == workdir and (b"flower-" in cmdline or b"flwr" in cmdline or b"pec" in cmdline)
 
 
 def free_port() -> int:
@@ -118,7 +129,7 @@ class LocalFlower:
         return self.workdir / f"{name}.log"
 
     def start(self, name: str, args: Sequence[str], home: str | None = None) -> None:
-        """Start a process in its own session, output to ``name.log``."""
+        """Start a process in its own session, output to ``name.log``; its group is recorded."""
         env = self.env | ({"FLWR_HOME": str(self.workdir / "flwr" / home)} if home else {})
         with self.log(name).open("wb") as out:
             self.processes[name] = subprocess.Popen(
@@ -130,6 +141,32 @@ class LocalFlower:
                 start_new_session=True,
                 cwd=self.workdir,
             )
+        self._record()
+
+    def _record(self) -> None:
+        groups = {name: p.pid for name, p in self.processes.items()}
+        (self.workdir / PROCESS_FILE).write_text(json.dumps(groups))
+
+    def reap_stale(self) -> list[str]:
+        """Stop the process groups a previous owner of this folder left running; their names.
+
+        A node killed with SIGKILL cannot stop its SuperLink or SuperNode; the next start on the
+        same home finds their groups in the folder's record and stops each one whose leader is
+        still a Flower process started from this folder (a reused PID is left alone).
+        """
+        record = self.workdir / PROCESS_FILE
+        try:
+            groups = {str(k): int(v) for k, v in json.loads(record.read_text()).items()}
+        except (OSError, ValueError, AttributeError):
+            return []
+        reaped = []
+        for name, pid in groups.items():
+            if _is_ours(pid, self.workdir):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+                reaped.append(name)
+        record.unlink(missing_ok=True)
+        return reaped
 
     def start_superlink(self) -> None:
         """The brand's SuperLink: TLS (and SuperNode authentication) when configured."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -16,6 +18,12 @@ from pec.psi_cli import fail
 from pec.tables import inspect_table
 
 app = typer.Typer(help="A node's home: identity, peers and datasets.", no_args_is_help=True)
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
 Home = Annotated[Path, typer.Option(envvar="PEC_HOME", help="The node home (PEC_HOME).")]
 
 
@@ -130,6 +138,11 @@ def start(
     for job_id in node.recover():
         typer.echo(f"job {job_id}: failed (the node restarted while it ran)")
     flower = LocalFlower(home / "flower", superlink_port=port)
+    for name in flower.reap_stale():
+        typer.echo(f"stopped a {name} left running by a previous run of this node")
+    # uvicorn re-raises SIGTERM after its graceful shutdown: end through `finally` instead, so
+    # the SuperLink or SuperNode this node started stops with it
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     relay: PartnerRelay | None = None
     try:
         if config.node.role is NodeRole.BRAND:

@@ -1,4 +1,6 @@
-"""The Flower deployment with TLS and SuperNode authentication, on loopback, real processes.
+"""LocalFlower: TLS and SuperNode authentication, and stopping what a killed owner left running.
+
+Loopback, real processes.
 
 The SuperLink serves TLS with a certificate from the deployment's own CA and admits only
 SuperNodes whose public key was registered with ``flwr supernode register``; the partner's
@@ -140,3 +142,27 @@ def test_a_supernode_that_does_not_trust_the_ca_never_connects(tmp_path: Path) -
             partner.start_supernode("http://127.0.0.1:9")
             _wait_exit(partner, "supernode", 20)
             assert not [n for n in _nodes(brand) if n.get("status") == "online"]
+
+
+@pytest.mark.integration
+def test_a_new_owner_stops_the_processes_a_killed_one_left_running(tmp_path: Path) -> None:
+    first = LocalFlower(tmp_path / "flower")
+    first.start("superlink", [sys.executable, "-c", "import time; time.sleep(120)", "pec-stub"])
+    orphan = first.processes["superlink"]
+    # the owner dies without stopping its children (kill -9): a new one on the same folder
+    second = LocalFlower(tmp_path / "flower")
+    assert second.reap_stale() == ["superlink"]
+    orphan.wait(timeout=10)
+    assert orphan.returncode == -9
+    assert second.reap_stale() == []  # the record is gone
+
+
+@pytest.mark.unit
+def test_a_recorded_pid_that_is_not_ours_is_left_alone(tmp_path: Path) -> None:
+    import json
+    import os
+
+    folder = tmp_path / "flower"
+    LocalFlower(folder)
+    (folder / "processes.json").write_text(json.dumps({"superlink": os.getpid()}))
+    assert LocalFlower(folder).reap_stale() == []  # this test's own process: another folder
