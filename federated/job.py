@@ -182,12 +182,13 @@ class Standardizer:
 
 
 def _align_party(
-    job_id: str, role: Role, ids: pd.Series, workers: int, kind: str = "raw"
+    job_id: str, role: Role, ids: pd.Series, workers: int, kind: str = "raw", pool: bool = False
 ) -> tuple[PsiParty, BatchEngine]:
     rules = NormalizationRules()
     key_kind = KeyKind(kind)
     data, _ = prepare_input([ids.astype(str)], (key_kind,), rules)
-    engine: BatchEngine = PoolEngine(workers) if len(ids) >= POOL_THRESHOLD else InlineEngine()
+    large = pool or len(ids) >= POOL_THRESHOLD
+    engine: BatchEngine = PoolEngine(workers) if large else InlineEngine()
     config = PsiConfig(
         run_id=job_id,
         reveal=Reveal.BOTH,
@@ -408,6 +409,10 @@ class JobOptions:
     workers: int = 0
     balance_classes: bool = False
     """Class weights per label: positives weigh negatives / positives (imbalanced labels)."""
+    pool_alignment: bool = False
+    """Align the training rows with a worker pool whatever the size of the brand's own table:
+    the brand masks every id the partner sends, so a small seed against a large population
+    (a lookalike job) needs the pool as much as the partner does."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.holdout_fraction < 1 or not 0 < self.valid_fraction < 1:
@@ -479,9 +484,11 @@ def _expect(reply: bytes, op: str, job_id: str) -> tuple[dict[str, Any], bytes]:
 
 
 def _align(
-    job_id: str, which: str, table: PartyTable, exchange: Exchange, workers: int
+    job_id: str, which: str, table: PartyTable, exchange: Exchange, workers: int, pool: bool = False
 ) -> npt.NDArray[np.int64]:
-    party, engine = _align_party(f"{job_id}:{which}", Role.LEFT, table.ids, workers, table.id_kind)
+    party, engine = _align_party(
+        f"{job_id}:{which}", Role.LEFT, table.ids, workers, table.id_kind, pool
+    )
     try:
 
         def psi_exchange(frames: bytes) -> bytes:
@@ -542,7 +549,7 @@ def run_brand_job(
     note = progress or (lambda stage, done, total: None)
 
     note("align", 0, 1)
-    rows = _align(job_id, "train", train, counter, options.workers)
+    rows = _align(job_id, "train", train, counter, options.workers, options.pool_alignment)
     note("align", 1, 1)
     if len(rows) < 10:
         raise InputError(

@@ -38,7 +38,7 @@ import math
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -447,8 +447,10 @@ def run_brand_lookalike(
     )
     if options.job.holdout_fraction <= 0:
         raise InputError("a lookalike job needs holdout rows to estimate its lift")
+    # the brand masks the partner's whole population in the alignment: a pool whatever its size
+    job_options = replace(options.job, pool_alignment=True)
     result = run_brand_job(
-        job_id, labels_only, exchange, options.job, progress=progress, end_job=False
+        job_id, labels_only, exchange, job_options, progress=progress, end_job=False
     )
     model = result.models[0]
     intercept = model.intercept
