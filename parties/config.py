@@ -54,6 +54,10 @@ class FlowerSection(_Strict):
     """Flower deployment addresses (brand: where its SuperLink listens; partner: where to dial)."""
 
     superlink: str = "127.0.0.1:9092"
+    tls: bool = False
+    """Brand: serve TLS with ``tls/superlink.crt`` and admit only the SuperNodes of its partner
+    peers (their ``supernode_key``); partner: verify the SuperLink with ``tls/ca.crt`` and sign
+    with ``tls/supernode.key``. Made by ``pec node tls``; required across machines."""
 
 
 class DatabaseSection(_Strict):
@@ -69,12 +73,22 @@ class Peer(_Strict):
     role: NodeRole
     public_key: str
     address: str = ""
+    supernode_key: str = ""
+    """A partner's SuperNode public key (OpenSSH ``ecdsa-sha2-nistp384 ...``), which a brand
+    with ``[flower] tls`` registers on its SuperLink."""
 
     @field_validator("public_key")
     @classmethod
     def _valid_key(cls, value: str) -> str:
         public_key_from_text(value)
         return value.strip()
+
+    @field_validator("supernode_key")
+    @classmethod
+    def _valid_supernode_key(cls, value: str) -> str:
+        from parties.flower_tls import check_supernode_public_key
+
+        return check_supernode_public_key(value) if value.strip() else ""
 
     @property
     def fingerprint(self) -> str:

@@ -24,13 +24,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["SuperLinkTls", "SuperNodeKey", "make_superlink_tls", "make_supernode_key"]
+__all__ = [
+    "SuperLinkTls",
+    "SuperNodeKey",
+    "check_supernode_public_key",
+    "make_superlink_tls",
+    "make_supernode_key",
+]
 
 
+_NIST = frozenset({"secp256r1", "secp384r1", "secp521r1"})
 _CA_USAGE = x509.KeyUsage(
     digital_signature=False,
     content_commitment=False,
@@ -144,3 +152,19 @@ def make_supernode_key(folder: Path, name: str = "supernode") -> SuperNodeKey:
         + b"\n"
     )
     return pair
+
+
+def check_supernode_public_key(text: str) -> str:
+    """The key text, stripped, if it is an OpenSSH ECDSA public key on a NIST curve.
+
+    Raises:
+        ValueError: it is not (Flower admits only such SuperNode keys).
+    """
+    text = text.strip()
+    try:
+        key = serialization.load_ssh_public_key(text.encode())
+    except (ValueError, UnsupportedAlgorithm):
+        raise ValueError("not an OpenSSH public key") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in _NIST:
+        raise ValueError("a SuperNode key must be ECDSA on P-256, P-384 or P-521")
+    return text

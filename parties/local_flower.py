@@ -131,7 +131,7 @@ class LocalFlower:
     def start(self, name: str, args: Sequence[str], home: str | None = None) -> None:
         """Start a process in its own session, output to ``name.log``; its group is recorded."""
         env = self.env | ({"FLWR_HOME": str(self.workdir / "flwr" / home)} if home else {})
-        with self.log(name).open("wb") as out:
+        with self.log(name).open("ab") as out:  # a restarted process appends to its log
             self.processes[name] = subprocess.Popen(
                 list(args),
                 env=env,

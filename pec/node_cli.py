@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import signal
+import threading
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -16,6 +17,9 @@ from parties.identity import NodeIdentity, public_key_from_text
 from pec.errors import PecError
 from pec.psi_cli import fail
 from pec.tables import inspect_table
+
+if TYPE_CHECKING:
+    from parties.local_flower import LocalFlower
 
 app = typer.Typer(help="A node's home: identity, peers and datasets.", no_args_is_help=True)
 
@@ -72,16 +76,69 @@ def add_peer(
     role: Annotated[NodeRole, typer.Option(help="The peer's role.")],
     public_key: Annotated[str, typer.Option(help="The peer's public key (from its `init`).")],
     address: Annotated[str, typer.Option(help="The peer's control-plane URL.")] = "",
+    supernode_key: Annotated[
+        str, typer.Option(help="A partner's SuperNode public key (from its `pec node tls`).")
+    ] = "",
 ) -> None:
     """Add (or replace) a peer this node will talk to."""
     try:
         public_key_from_text(public_key)
         config = NodeConfig.load(home)
-        config.add_peer(Peer(name=name, role=role, public_key=public_key, address=address))
+        config.add_peer(Peer(name=name, role=role, public_key=public_key, address=address,
+                             supernode_key=supernode_key))  # fmt: skip
         config.save(home)
     except (PartyError, ValueError) as exc:
         raise fail(str(exc), 2) from None
     typer.echo(f"peer {name} added")
+
+
+@app.command("tls")
+def tls(
+    home: Home,
+    host: Annotated[
+        list[str] | None,
+        typer.Option(help="Brand: a name or address partners reach the SuperLink at (repeat)."),
+    ] = None,
+    superlink_ca: Annotated[
+        Path | None, typer.Option(help="Partner: the brand's SuperLink CA certificate (ca.crt).")
+    ] = None,
+) -> None:
+    """Secure the node's Flower link: TLS, and SuperNode authentication.
+
+    Brand: makes a CA and the SuperLink's certificate for --host (give tls/ca.crt to partners).
+    Partner: keeps the brand's CA and makes this SuperNode's key (give the printed public key to
+    the brand, which adds it with `pec node add-peer ... --supernode-key`).
+    """
+    import shutil
+
+    from parties.flower_tls import make_superlink_tls, make_supernode_key
+
+    try:
+        config = NodeConfig.load(home)
+        folder = home / "tls"
+        if config.node.role is NodeRole.BRAND:
+            if not host or superlink_ca is not None:
+                raise PartyError("a brand node takes --host (one or more), not --superlink-ca")
+            made = make_superlink_tls(folder, hosts=host)
+            message = f"SuperLink TLS for {', '.join(host)}; give {made.ca_cert} to partners"
+        else:
+            if superlink_ca is None or host:
+                raise PartyError("a partner node takes --superlink-ca, not --host")
+            from cryptography import x509
+
+            x509.load_pem_x509_certificate(superlink_ca.read_bytes())
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(superlink_ca, folder / "ca.crt")
+            key = make_supernode_key(folder)
+            message = (
+                "SuperNode key made; give the brand this public key (pec node add-peer ... "
+                f"--supernode-key):\n{key.public_key.read_text().strip()}"
+            )
+        config.flower.tls = True
+        config.save(home)
+    except (PartyError, ValueError, OSError) as exc:
+        raise fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 2) from None
+    typer.echo(message)
 
 
 @app.command("add-dataset")
@@ -122,7 +179,6 @@ def start(
     from api.app import create_app
     from api.settings import ApiSettings
     from consent.ledger import ConsentLedger
-    from parties.local_flower import LocalFlower
     from parties.node import PecNode
     from parties.node_runner import FlowerBrandRunner, PartnerRelay
 
@@ -137,22 +193,33 @@ def start(
         raise fail(str(exc), 2) from None
     for job_id in node.recover():
         typer.echo(f"job {job_id}: failed (the node restarted while it ran)")
-    flower = LocalFlower(home / "flower", superlink_port=port)
+    try:
+        flower = _flower(home, config, port)
+    except (PecError, ValueError) as exc:
+        raise fail(str(exc), 2) from None
     for name in flower.reap_stale():
         typer.echo(f"stopped a {name} left running by a previous run of this node")
     # uvicorn re-raises SIGTERM after its graceful shutdown: end through `finally` instead, so
     # the SuperLink or SuperNode this node started stops with it
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     relay: PartnerRelay | None = None
+    stopping = threading.Event()
     try:
         if config.node.role is NodeRole.BRAND:
             flower.start_superlink()
             flower.wait_superlink()
+            if config.flower.tls:
+                _register_partners(home, config, flower)
             node.runner = FlowerBrandRunner(flower, timeout=job_timeout)
         else:
             relay = PartnerRelay(node, timeout=job_timeout)
             relay.serve()
-            flower.start_supernode(relay.address)
+            flower.start_supernode(relay.address, superlink=config.flower.superlink)
+            threading.Thread(
+                target=_supervise_supernode,
+                args=(flower, relay.address, config.flower.superlink, stopping),
+                daemon=True,
+            ).start()
             node.runner = relay
         app_ = create_app(ledger, settings=settings, node=node)
         typer.echo(f"node {config.node.name} serving on {config.api.host}:{config.api.port}")
@@ -160,8 +227,62 @@ def start(
     except PecError as exc:
         raise fail(str(exc), 1) from None
     finally:
+        stopping.set()
         flower.stop()
         if relay is not None:
             relay.stop()
         node.store.close()
         ledger.close()
+
+
+def _flower(home: Path, config: NodeConfig, port: int) -> LocalFlower:
+    """The node's Flower component, secured when ``[flower] tls`` is on.
+
+    Raises:
+        PartyError: TLS is on but ``pec node tls`` has not made its files.
+    """
+    from parties.flower_tls import SuperLinkTls, SuperNodeKey
+    from parties.local_flower import LocalFlower
+
+    folder = home / "tls"
+    host = config.flower.superlink.rsplit(":", 1)[0]
+    if not config.flower.tls:
+        return LocalFlower(home / "flower", superlink_port=port, superlink_host=host)
+    if config.node.role is NodeRole.BRAND:
+        tls = SuperLinkTls(folder / "ca.crt", folder / "superlink.crt", folder / "superlink.key")
+        needed = [tls.ca_cert, tls.cert, tls.key]
+    else:
+        key = SuperNodeKey(folder / "supernode.key", folder / "supernode.pub")
+        needed = [folder / "ca.crt", key.private_key]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        raise PartyError(f"[flower] tls is on but {missing[0]} is missing (run pec node tls)")
+    if config.node.role is NodeRole.BRAND:
+        return LocalFlower(home / "flower", superlink_port=port, superlink_host=host, tls=tls,
+                           supernode_auth=True)  # fmt: skip
+    return LocalFlower(home / "flower", superlink_port=port, root_certificates=folder / "ca.crt",
+                       supernode_key=key)  # fmt: skip
+
+
+def _register_partners(home: Path, config: NodeConfig, flower: LocalFlower) -> None:
+    """Admit the SuperNode of every partner peer that has a key; nobody else gets in."""
+    folder = home / "tls" / "peers"
+    folder.mkdir(parents=True, exist_ok=True)
+    for peer in config.peers:
+        if peer.role is NodeRole.PARTNER and peer.supernode_key:
+            path = folder / f"{peer.name}.pub"
+            path.write_text(peer.supernode_key + "\n")
+            flower.register_supernode(path)
+
+
+def _supervise_supernode(
+    flower: LocalFlower, relay: str, superlink: str, stopping: threading.Event
+) -> None:
+    """Restart the SuperNode whenever it exits while the node runs.
+
+    A SuperNode exits when the SuperLink refuses or drops it: the brand not up yet, its key not
+    registered yet, a brand restart. The partner keeps trying every few seconds.
+    """
+    while not stopping.wait(5.0):
+        if not flower.alive("supernode") and not stopping.is_set():
+            flower.start_supernode(relay, superlink=superlink)

@@ -1,0 +1,87 @@
+"""Two node processes over a Flower link with TLS and SuperNode authentication (loopback).
+
+Set up as an operator would across machines: `pec node tls` on the brand (CA and SuperLink
+certificate) and on the partner (the brand's CA, its own SuperNode key), the partner's SuperNode
+key added to the brand's peer entry; then an overlap job through the API.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from parties.config import NodeConfig
+from parties.identity import NodeIdentity
+from parties.local_flower import free_port
+from tests.parties.node_helpers import OVERLAP_SPEC, PARTNER, make_homes
+from tests.parties.test_node_e2e import Cluster, _env, _start, _wait_health
+
+pytestmark = pytest.mark.e2e
+
+
+def _pec(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pec", *args], env=_env(),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def test_an_overlap_job_over_tls_with_supernode_authentication(tmp_path: Path) -> None:
+    brand_port, partner_port = free_port(), free_port()
+    homes = make_homes(tmp_path, brand_port=brand_port, partner_port=partner_port,
+                       superlink=f"127.0.0.1:{free_port()}")  # fmt: skip
+    made = _pec("node", "tls", "--home", str(homes.brand), "--host", "127.0.0.1")
+    assert made.returncode == 0, made.stderr
+    ca = homes.brand / "tls" / "ca.crt"
+    refused = _pec("node", "tls", "--home", str(homes.partner), "--host", "x")
+    assert refused.returncode == 2 and "--superlink-ca" in refused.stderr
+    keyed = _pec("node", "tls", "--home", str(homes.partner), "--superlink-ca", str(ca))
+    assert keyed.returncode == 0, keyed.stderr
+    supernode_key = keyed.stdout.strip().splitlines()[-1]
+    assert supernode_key.startswith("ecdsa-sha2-nistp384 ")
+    added = _pec("node", "add-peer", "--home", str(homes.brand), "--name", PARTNER,
+                 "--role", "partner", "--public-key", NodeIdentity.load(homes.partner).public_text,
+                 "--address", f"http://127.0.0.1:{partner_port}",
+                 "--supernode-key", supernode_key)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert NodeConfig.load(homes.brand).flower.tls and NodeConfig.load(homes.partner).flower.tls
+
+    procs = {"partner": _start(tmp_path, "partner", homes.partner)}
+    procs["brand"] = _start(tmp_path, "brand", homes.brand)
+    cluster = Cluster(f"http://127.0.0.1:{brand_port}", f"http://127.0.0.1:{partner_port}",
+                      tmp_path, procs)  # fmt: skip
+    try:
+        _wait_health(cluster.partner_url, procs["partner"])
+        _wait_health(cluster.brand_url, procs["brand"])
+        spec = tmp_path / "overlap.json"
+        spec.write_text(json.dumps(OVERLAP_SPEC))
+        env = _env() | {"PEC_API_URL": cluster.brand_url, "PEC_API_TOKEN": "e2e-modeler"}
+        done = subprocess.run(
+            [sys.executable, "-m", "pec", "job", "submit", str(spec), "--wait", "--timeout",
+             "150"], env=env, capture_output=True, text=True, timeout=200,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        job = json.loads(done.stdout)
+        assert job["state"] == "completed", job
+        result = subprocess.run(
+            [sys.executable, "-m", "pec", "job", "result", job["job_id"]],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert json.loads(result.stdout)["outputs"] == {"count": 10}  # as over plain gRPC
+        groups = json.loads((homes.brand / "flower" / "processes.json").read_text())
+        cmdline = Path(f"/proc/{groups['superlink']}/cmdline").read_bytes().split(b"\0")
+        assert b"--enable-supernode-auth" in cmdline and b"--insecure" not in cmdline
+        groups = json.loads((homes.partner / "flower" / "processes.json").read_text())
+        cmdline = Path(f"/proc/{groups['supernode']}/cmdline").read_bytes().split(b"\0")
+        assert b"--root-certificates" in cmdline and b"--auth-supernode-private-key" in cmdline
+    finally:
+        for name in procs:
+            cluster.stop(name)
+    for home in (homes.brand, homes.partner):  # each node stopped its own Flower processes
+        for pid in json.loads((home / "flower" / "processes.json").read_text()).values():
+            assert (
+                not Path(f"/proc/{pid}").exists()
+                or b"Z" in Path(f"/proc/{pid}/stat").read_bytes().split(b")")[-1][:3]
+            )
