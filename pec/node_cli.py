@@ -119,7 +119,9 @@ def tls(
         if config.node.role is NodeRole.BRAND:
             if not host or superlink_ca is not None:
                 raise PartyError("a brand node takes --host (one or more), not --superlink-ca")
-            made = make_superlink_tls(folder, hosts=host)
+            # the brand's own `flwr` CLI reaches its SuperLink on loopback
+            names = list(dict.fromkeys([*host, "127.0.0.1", "localhost"]))
+            made = make_superlink_tls(folder, hosts=names)
             message = f"SuperLink TLS for {', '.join(host)}; give {made.ca_cert} to partners"
         else:
             if superlink_ca is None or host:

@@ -32,7 +32,7 @@ def test_an_overlap_job_over_tls_with_supernode_authentication(tmp_path: Path) -
     brand_port, partner_port = free_port(), free_port()
     homes = make_homes(tmp_path, brand_port=brand_port, partner_port=partner_port,
                        superlink=f"127.0.0.1:{free_port()}")  # fmt: skip
-    made = _pec("node", "tls", "--home", str(homes.brand), "--host", "127.0.0.1")
+    made = _pec("node", "tls", "--home", str(homes.brand), "--host", "brand.example")
     assert made.returncode == 0, made.stderr
     ca = homes.brand / "tls" / "ca.crt"
     refused = _pec("node", "tls", "--home", str(homes.partner), "--host", "x")
