@@ -156,6 +156,7 @@ def main() -> None:
         "round_trips": summary["round_trips"],
         "seconds_end_to_end": round(wall, 1),
         "seconds_brand_job": summary["seconds"],
+        "brand_phase_seconds": summary["phase_seconds"],
         "partner_scoring_seconds": summary["partner"]["scoring_seconds"],
         "partner_writing_seconds": summary["partner"]["writing_seconds"],
         "peak_rss_mib": {

@@ -411,6 +411,8 @@ class LookalikeResult:
     holdout_scores: npt.NDArray[np.float64]
     round_trips: int
     seconds: float
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    """Seconds of each phase: align, train, score (the holdout), distribution, audience."""
 
     @property
     def evaluation(self) -> Evaluation | None:
@@ -440,7 +442,15 @@ def run_brand_lookalike(
     if len(seed.labels) != 1:
         raise InputError("a lookalike job takes exactly one label")
     started = time.perf_counter()
-    note = progress or (lambda stage, done, total: None)
+    phases: dict[str, float] = {}
+    clock = time.perf_counter
+
+    def note(stage: str, done: int, total: int) -> None:
+        # when each phase (align, train, score, distribution, audience) ends, for the summary
+        phases[stage.split(" ")[0]] = clock() - started
+        if progress is not None:
+            progress(stage, done, total)
+
     (label,) = seed.labels
     labels_only = PartyTable(
         seed.ids, np.zeros((len(seed.ids), 0)), (), dict(seed.labels), id_kind=seed.id_kind
@@ -450,7 +460,7 @@ def run_brand_lookalike(
     # the brand masks the partner's whole population in the alignment: a pool whatever its size
     job_options = replace(options.job, pool_alignment=True)
     result = run_brand_job(
-        job_id, labels_only, exchange, job_options, progress=progress, end_job=False
+        job_id, labels_only, exchange, job_options, progress=note, end_job=False
     )
     model = result.models[0]
     intercept = model.intercept
@@ -516,4 +526,14 @@ def run_brand_lookalike(
         holdout_scores=holdout_scores,
         round_trips=result.round_trips + 2,
         seconds=time.perf_counter() - started,
+        phase_seconds=_phase_durations(phases),
     )
+
+
+def _phase_durations(ends: Mapping[str, float]) -> dict[str, float]:
+    """Seconds per phase from the times at which each one last reported progress."""
+    out, previous = {}, 0.0
+    for name, end in sorted(ends.items(), key=lambda item: item[1]):
+        out[name] = round(end - previous, 3)
+        previous = end
+    return out

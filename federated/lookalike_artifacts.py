@@ -121,6 +121,7 @@ def lookalike_summary(result: LookalikeResult) -> dict[str, Any]:
         "valid_rows": job.valid_rows,
         "round_trips": result.round_trips,
         "seconds": round(result.seconds, 3),
+        "phase_seconds": result.phase_seconds,
     }
 
 

@@ -210,6 +210,8 @@ def test_the_audience_is_the_best_unmatched_people_and_lifts_the_label(job) -> N
     assert result.expected_lift is not None and result.expected_lift > 1.5
     assert 0 < result.cut_score < 1
     assert result.holdout_rows_at_cut == int((result.holdout_scores >= result.cut_score).sum())
+    assert list(result.phase_seconds) == ["align", "train", "score", "distribution", "audience"]
+    assert sum(result.phase_seconds.values()) <= result.seconds + 0.01  # rounded to 1 ms each
 
 
 @pytest.mark.integration
