@@ -459,9 +459,7 @@ def run_brand_lookalike(
         raise InputError("a lookalike job needs holdout rows to estimate its lift")
     # the brand masks the partner's whole population in the alignment: a pool whatever its size
     job_options = replace(options.job, pool_alignment=True)
-    result = run_brand_job(
-        job_id, labels_only, exchange, job_options, progress=note, end_job=False
-    )
+    result = run_brand_job(job_id, labels_only, exchange, job_options, progress=note, end_job=False)
     model = result.models[0]
     intercept = model.intercept
     position = {value: i for i, value in enumerate(seed.ids.tolist())}
