@@ -104,6 +104,8 @@ class Dataset(_Strict):
     # the column holding the consent ledger's subject id: a job's input rows are those whose
     # subject is in the ledger's cohort for the job's purpose and recipient (DESIGN rule 4)
     subject_column: str = "subject_id"
+    features: list[str] = Field(default_factory=list)
+    """Numeric columns this node lets models use (a partner's choice, never the brand's)."""
 
 
 class NodeConfig(_Strict):

@@ -97,6 +97,12 @@ class JobSpec(_Strict):
     keys: list[KeySpec] = Field(min_length=1)
     outputs: list[str] = Field(min_length=1)
     labels: list[str] = Field(default_factory=list)
+    features: list[str] = Field(default_factory=list)
+    """The brand's own feature columns (model kinds); the partner's are chosen by the partner."""
+    score_dataset: Name | None = None
+    """lead_scoring: the brand's new leads to score (consent-cut like the training input)."""
+    key_bits: int = Field(default=2048, ge=2048, le=4096)
+    """Paillier key size of a model job."""
     min_cell: int | None = Field(default=None, ge=1)
     epsilon: float | None = Field(default=None, gt=0)
 

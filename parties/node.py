@@ -58,6 +58,10 @@ __all__ = [
 ]
 
 POLICY_FILE = "policy.toml"
+INPUT = "input.csv"
+"""A job's consented input, in its folder."""
+SCORE_INPUT = "score_input.csv"
+"""lead_scoring: the consented new leads to score."""
 MAX_ENVELOPE = 1 << 20
 PROPOSAL = "proposal"
 DECISION = "decision"
@@ -305,6 +309,11 @@ class PecNode:
         try:
             cohort = self._cohort(job_id, "brand", spec.purpose, peer.name, dataset_path,
                                   dataset.subject_column)  # fmt: skip
+            if spec.score_dataset:  # new leads to score: consent-cut like the training input
+                scoring = self.config.datasets[spec.score_dataset]
+                self._cohort(job_id, "brand_score", spec.purpose, peer.name,
+                             self.config.dataset_path(self.home, spec.score_dataset),
+                             scoring.subject_column, filename=SCORE_INPUT)  # fmt: skip
         except PecError as exc:
             return self.store.update(job_id, state=JobState.FAILED, reason=_short(exc))
         payload = json.dumps({"spec": body, "brand": self.name, "cohort": cohort}).encode()
@@ -473,7 +482,15 @@ class PecNode:
     # -- consent -------------------------------------------------------------------------------
 
     def _cohort(
-        self, job_id: str, side: str, purpose: str, recipient: str, table: Path, column: str
+        self,
+        job_id: str,
+        side: str,
+        purpose: str,
+        recipient: str,
+        table: Path,
+        column: str,
+        *,
+        filename: str = INPUT,
     ) -> dict[str, Any]:
         """Cut the cohort, write the consented rows of ``table``, record and return the counts.
 
@@ -485,7 +502,7 @@ class PecNode:
         folder = self.job_dir(job_id)
         folder.mkdir(parents=True, exist_ok=True)
         rows = kept = 0
-        with (folder / "input.csv").open("w", newline="", encoding="utf-8") as handle:
+        with (folder / filename).open("w", newline="", encoding="utf-8") as handle:
             writer: Any = None
             for chunk in iter_table(table):
                 if column not in chunk.columns:

@@ -8,9 +8,10 @@ this process holds the consented input, the PSI state and the keys, and answers 
 partner approved (``POST /relay/{job_id}``; anything else gets 403).
 
 Both sides end a job within a bounded time: ``completed`` with the declared outputs only, or
-``failed`` with a reason and nothing published. Job kinds run today: ``overlap`` (PSI count) and
-the other PSI-only kinds (``matching``, ``enrichment`` without payloads); the model kinds are
-refused at start with a reason until their runner is wired.
+``failed`` with a reason and nothing published. Job kinds run today: ``overlap`` and ``matching``
+(PSI) and ``lead_scoring`` (the VFL job of :mod:`federated.job`, as ``pec vfl local`` runs it:
+same ServerApp, relay and direct stream; the partner's features are the ones its dataset
+registration lists). The other kinds are refused at start with a reason.
 """
 
 from __future__ import annotations
@@ -21,21 +22,28 @@ import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+from federated.model import OptimizerConfig, OptimizerKind
+from federated.partner import PartnerConfig
 from parties.errors import PartyError
 from parties.jobs import JobKind, JobSpec
 from parties.jobstore import JobRecord, JobState
 from parties.local_flower import LocalFlower
-from parties.node import PecNode
+from parties.node import INPUT, SCORE_INPUT, PecNode
 from parties.psi_job import PsiJobSide
-from parties.relay_server import MAX_BODY, PsiRelayJob
+from parties.relay_server import MAX_BODY, PsiRelayJob, RelayJob
+from parties.vfl_job import VflRelayJob
 from pec.errors import PecError
+from pec.vfl_tables import load_party_table
 from psi.wire import Role
 
 __all__ = ["FlowerBrandRunner", "PartnerRelay", "keys_text"]
 
-RUNNABLE = frozenset({JobKind.OVERLAP, JobKind.MATCHING})
+RUNNABLE = frozenset({JobKind.OVERLAP, JobKind.MATCHING, JobKind.LEAD_SCORING})
+SCORES = "scores.csv"
+"""lead_scoring: a 0-1 score per consented new lead per model, on the brand node only."""
 
 
 def keys_text(spec: JobSpec) -> str:
@@ -53,13 +61,90 @@ def _outputs(spec: JobSpec, summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _fail(node: PecNode, job_id: str, reason: str, *, tell_peer: bool = True) -> None:
+def _fail(
+    node: PecNode, job_id: str, reason: str, *, tell_peer: bool = True, peer_reason: str = ""
+) -> None:
     try:
         node.store.update(job_id, state=JobState.FAILED, reason=reason)
     except PartyError:
         return  # already ended
     if tell_peer:
-        node.notify(job_id, JobState.FAILED, reason)
+        node.notify(job_id, JobState.FAILED, peer_reason or reason)
+
+
+def _vfl_config(job_id: str, spec: JobSpec, folder: Path, timeout: float) -> dict[str, Any]:
+    """The run config of a lead-scoring job's ServerApp (defaults as ``pec vfl local``)."""
+    key = spec.keys[0]
+    score = folder / SCORE_INPUT
+    return {
+        "kind": "vfl",
+        "job-id": job_id,
+        "table": str(folder / INPUT),
+        "id-column": key.brand,
+        "id-kind": key.kind.value,
+        "labels": ";".join(spec.labels),
+        "features": ";".join(spec.features),
+        "test-table": str(score) if spec.score_dataset and score.exists() else "",
+        "out": str(folder / "out"),
+        "key-bits": spec.key_bits,
+        "timeout": float(timeout),
+        "progress-file": str(folder / "progress.jsonl"),
+        "transport": "stream",
+    }
+
+
+def _vfl_outputs(
+    node: PecNode, spec: JobSpec, folder: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Metrics and the declared outputs of a finished lead-scoring job, on the brand node.
+
+    ``scores``: every consented new lead gets a 0-1 score per model (federated when the partner
+    knows the lead, else the brand's part: :mod:`federated.scoring`), in ``scores.csv`` beside
+    the job, keyed by the score dataset's subject column; the file never leaves the brand.
+    """
+    import pandas as pd
+
+    from federated.scoring import score_all_leads
+
+    metrics: dict[str, Any] = json.loads((folder / "out" / "metrics.json").read_text())
+    summary = {
+        "aligned_rows": metrics.get("aligned_rows"),
+        "train_rows": metrics.get("train_rows"),
+        "evaluated_on": metrics.get("evaluated_on"),
+        "evaluation_rows": metrics.get("test_rows"),
+        "seconds": metrics.get("seconds"),
+        "models": {
+            label: {k: m.get(k) for k in ("auc", "ks", "lift_by_decile", "epochs", "best_epoch")}
+            for label, m in metrics.get("models", {}).items()
+        },
+    }
+    outputs: dict[str, Any] = {}
+    if "metrics" in spec.outputs:
+        outputs["metrics"] = summary
+    if "scores" in spec.outputs and spec.score_dataset and (folder / SCORE_INPUT).exists():
+        subject = node.config.datasets[spec.score_dataset].subject_column
+        leads = pd.read_csv(folder / SCORE_INPUT, dtype=str, keep_default_na=False)
+        scores = score_all_leads(folder / "out", leads, spec.keys[0].brand, keep=(subject,))
+        scores.to_csv(folder / SCORES, index=False)
+        outputs["scores"] = {
+            "file": str(folder / SCORES),
+            "rows": len(scores),
+            "matched": int(scores["matched"].sum()),
+            "columns": list(scores.columns),
+        }
+    return summary, outputs
+
+
+def _progress(path: Path) -> float | None:
+    """The brand's latest progress line as a 0.3-0.9 fraction of the job."""
+    try:
+        lines = path.read_text(encoding="utf-8").strip().splitlines()
+        last = json.loads(lines[-1]) if lines else None
+    except (OSError, ValueError):
+        return None
+    if not last or not last.get("total"):
+        return None
+    return 0.3 + 0.6 * min(1.0, float(last["done"]) / float(last["total"]))
 
 
 @dataclass
@@ -83,14 +168,18 @@ class FlowerBrandRunner:
             return
         folder = node.job_dir(job.job_id)
         node.store.update(job.job_id, state=JobState.RUNNING, progress=0.1)
-        config = {
-            "job-id": job.job_id,
-            "table": str(folder / "input.csv"),
-            "keys": keys_text(spec),
-            "reveal": spec.kind.psi_reveal.value,
-            "out": str(folder / "out"),
-            "timeout": int(self.timeout),
-        }
+        model = spec.kind is JobKind.LEAD_SCORING
+        if model:
+            config = _vfl_config(job.job_id, spec, folder, self.timeout)
+        else:
+            config = {
+                "job-id": job.job_id,
+                "table": str(folder / INPUT),
+                "keys": keys_text(spec),
+                "reveal": spec.kind.psi_reveal.value,
+                "out": str(folder / "out"),
+                "timeout": int(self.timeout),
+            }
         try:
             run_id = self.flower.launch(config)
         except PartyError as exc:
@@ -104,13 +193,25 @@ class FlowerBrandRunner:
             status = self.flower.status(run_id)
             if status.startswith("finished"):
                 break
-            time.sleep(0.5)
-        summary_path = folder / "out" / "summary.json"
+            fraction = _progress(folder / "progress.jsonl") if model else None
+            if fraction is not None:
+                node.store.update(job.job_id, progress=round(fraction, 3))
+            time.sleep(0.5 if not model else 2.0)
+        summary_path = folder / "out" / ("metrics.json" if model else "summary.json")
         if status != "finished:completed" or not summary_path.exists():
             why = status or "no status"
             if not status.startswith("finished"):
                 why = f"did not finish within {self.timeout:.0f} s"
             _fail(node, job.job_id, f"the Flower run ended {why}")
+            return
+        if model:
+            try:
+                metrics, outputs = _vfl_outputs(node, spec, folder)
+            except (PecError, OSError, ValueError, KeyError) as exc:
+                _fail(node, job.job_id, f"the results could not be written ({type(exc).__name__})")
+                return
+            node.store.update(job.job_id, state=JobState.COMPLETED, progress=1.0,
+                              metrics=metrics, outputs=outputs)  # fmt: skip
             return
         summary = json.loads(summary_path.read_text())
         metrics = {"seconds": summary.get("seconds"), "rows": summary.get("rows")}
@@ -125,7 +226,7 @@ class PartnerRelay:
                  timeout: float = 600.0) -> None:  # fmt: skip
         self.node = node
         self.timeout = timeout
-        self._jobs: dict[str, tuple[PsiRelayJob, JobSpec, float]] = {}
+        self._jobs: dict[str, tuple[RelayJob, JobSpec, float]] = {}
         self._lock = threading.Lock()
         relay = self
 
@@ -177,11 +278,67 @@ class PartnerRelay:
             _fail(node, job.job_id, f"job kind {spec.kind.value} cannot run over Flower yet")
             return
         folder = node.job_dir(job.job_id)
-        side = PsiJobSide(job_id=job.job_id, role=Role.RIGHT, table=folder / "input.csv",
-                          keys=keys_text(spec), reveal=spec.kind.psi_reveal,
-                          out=folder / "out")  # fmt: skip
+        relay_job: RelayJob
+        if spec.kind is JobKind.LEAD_SCORING:
+            try:
+                relay_job = self._vfl_job(node, job.job_id, spec, folder)
+            except (PecError, ValueError) as exc:
+                _fail(node, job.job_id, f"the partner's model input is not usable: {exc}",
+                      peer_reason="the partner's model input is not usable")  # fmt: skip
+                return
+        else:
+            side = PsiJobSide(job_id=job.job_id, role=Role.RIGHT, table=folder / INPUT,
+                              keys=keys_text(spec), reveal=spec.kind.psi_reveal,
+                              out=folder / "out")  # fmt: skip
+            relay_job = PsiRelayJob(side)
         with self._lock:
-            self._jobs[job.job_id] = (PsiRelayJob(side), spec, time.monotonic() + self.timeout)
+            self._jobs[job.job_id] = (relay_job, spec, time.monotonic() + self.timeout)
+
+    def _vfl_job(self, node: PecNode, job_id: str, spec: JobSpec, folder: Path) -> VflRelayJob:
+        """The partner's side of a lead-scoring job: its consented rows, its chosen features.
+
+        Raises:
+            PecError: the partner registered no features, or its input is not usable.
+        """
+        dataset = node.config.datasets[spec.partner_dataset]
+        if not dataset.features:
+            raise PartyError(f"dataset {spec.partner_dataset!r} lists no feature columns")
+        key = spec.keys[0]
+        table = load_party_table(folder / INPUT, key.partner, role="partner",
+                                 features=dataset.features, id_kind=key.kind.value)  # fmt: skip
+        config = PartnerConfig(
+            optimizer=OptimizerConfig(kind=OptimizerKind.NESTEROV, learning_rate=1.0,
+                                      momentum=0.7, l2=1e-4),
+            min_key_bits=2048,
+            workers=2,
+        )  # fmt: skip
+        test = table if spec.score_dataset else None  # new leads are looked up in the same rows
+        relay_job = VflRelayJob(job_id, table, folder / "out", test=test, config=config)
+        relay_job.timeout = self.timeout
+        relay_job.on_finished = lambda error: self._finished_on_stream(job_id, error)
+        return relay_job
+
+    def _finished_on_stream(self, job_id: str, error: BaseException | None) -> None:
+        """A job that moved to its direct stream ended there: publish or fail, as in handle."""
+        with self._lock:
+            entry = self._jobs.pop(job_id, None)
+        if entry is None:
+            return
+        relay_job = entry[0]
+        if error is None and relay_job.done:
+            try:
+                summary = relay_job.complete()
+            except PecError as exc:
+                _fail(self.node, job_id, f"the partner's outputs failed ({type(exc).__name__})")
+                return
+            self.node.store.update(job_id, state=JobState.COMPLETED, progress=1.0,
+                                   metrics={"seconds": summary.get("seconds"),
+                                            "rows": summary.get("rows")},
+                                   outputs={"model": "kept by the partner"})  # fmt: skip
+            return
+        relay_job.abandon()
+        why = type(error).__name__ if error else "the stream closed"
+        _fail(self.node, job_id, f"the job's stream ended early ({why})", tell_peer=False)
 
     def handle(self, job_id: str, body: bytes) -> tuple[HTTPStatus, bytes]:
         """Answer one batch of an approved job; refuse every other job id."""

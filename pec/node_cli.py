@@ -151,12 +151,17 @@ def add_dataset(
     subject_column: Annotated[
         str, typer.Option(help="Column with the consent ledger's subject id (gates job input).")
     ] = "subject_id",
+    feature: Annotated[
+        list[str] | None,
+        typer.Option(help="A numeric column models may use (repeat); a partner's own choice."),
+    ] = None,
 ) -> None:
     """Register a table under a name; peers only ever see the name."""
     try:
-        inspect_table(path).require([subject_column])
+        inspect_table(path).require([subject_column, *(feature or [])])
         config = NodeConfig.load(home)
-        config.datasets[name] = Dataset(path=str(path.resolve()), subject_column=subject_column)
+        config.datasets[name] = Dataset(path=str(path.resolve()), subject_column=subject_column,
+                                        features=list(feature or []))  # fmt: skip
         config.save(home)
     except (PartyError, ValueError) as exc:
         raise fail(str(exc), 2) from None

@@ -1,0 +1,169 @@
+"""A lead-scoring job between two node processes, and a partner killed in the middle of one.
+
+Generated leads (pec.datagen) on the brand node (PostgreSQL) and generated tags on the partner
+node (SQLite), each consent-gated by its own ledger; the job runs the VFL engine over the real
+Flower deployment (SuperLink, SuperNode, the partner node as relay target, the direct stream).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from parties.config import Dataset, NodeConfig
+from parties.local_flower import free_port
+from pec.datagen import DatasetSpec, generate_dataset
+from tests.parties.node_helpers import BRAND, PARTNER, consent_rows, make_homes, open_ledger
+from tests.parties.test_node_e2e import (
+    COMPLIANCE,
+    MODELER,
+    Cluster,
+    _start,
+    _wait_ended,
+    _wait_health,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+
+PURPOSE = "marketing.lead_scoring"
+FEATURES = ["income_level", "car_insurance", "insurance_claims", "car_transactions",
+            "car_app_minutes"]  # fmt: skip
+POLICY = f"""
+[[grants]]
+brand = "{BRAND}"
+purposes = ["{PURPOSE}"]
+job_kinds = ["lead_scoring"]
+outputs = ["metrics", "scores"]
+min_cohort = 100
+min_overlap = 50
+"""
+SPEC = {
+    "kind": "lead_scoring",
+    "purpose": PURPOSE,
+    "partner": PARTNER,
+    "brand_dataset": "leads_history",
+    "partner_dataset": "people",
+    "score_dataset": "new_leads",
+    "keys": [{"brand": "phone", "partner": "mobile", "kind": "phone"}],
+    "labels": ["speed", "revenue"],
+    "features": ["web_visits", "test_drive", "days_since_contact"],
+    "outputs": ["metrics", "scores"],
+}
+
+
+@pytest.fixture
+def lead_cluster(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
+    brand_port, partner_port = free_port(), free_port()
+    homes = make_homes(tmp_path, brand_port=brand_port, partner_port=partner_port,
+                       superlink=f"127.0.0.1:{free_port()}", brand_db=pg_url)  # fmt: skip
+    data = tmp_path / "generated"
+    generate_dataset(DatasetSpec(brand_leads=1_500, new_leads=300, partner_population=3_000,
+                                 seed=11), data)  # fmt: skip
+    people = pd.read_csv(data / "partner_tags.csv", dtype=str, keep_default_na=False)
+    people.insert(0, "person_id", [f"person-{i}" for i in range(len(people))])
+    people.to_csv(homes.partner / "people.csv", index=False)
+    brand_cfg, partner_cfg = NodeConfig.load(homes.brand), NodeConfig.load(homes.partner)
+    for name, file in (("leads_history", "brand_leads.csv"), ("new_leads", "brand_new_leads.csv")):
+        brand_cfg.datasets[name] = Dataset(path=str(data / file), subject_column="lead_id")
+    people_csv = str(homes.partner / "people.csv")
+    partner_cfg.datasets["people"] = Dataset(path=people_csv, subject_column="person_id",
+                                             features=FEATURES)  # fmt: skip
+    brand_cfg.save(homes.brand)
+    partner_cfg.save(homes.partner)
+    (homes.partner / "policy.toml").write_text(POLICY)
+    leads = [
+        *pd.read_csv(data / "brand_leads.csv", dtype=str)["lead_id"],
+        *pd.read_csv(data / "brand_new_leads.csv", dtype=str)["lead_id"],
+    ]
+    with open_ledger(homes.brand, pg_url) as ledger:  # every tenth lead did not consent
+        ledger.record(consent_rows([s for i, s in enumerate(leads) if i % 10], PARTNER, PURPOSE))
+    with open_ledger(homes.partner) as ledger:
+        ledger.record(consent_rows(list(people["person_id"]), BRAND, PURPOSE))
+    procs = {"partner": _start(tmp_path, "partner", homes.partner)}
+    procs["brand"] = _start(tmp_path, "brand", homes.brand)
+    cluster = Cluster(f"http://127.0.0.1:{brand_port}", f"http://127.0.0.1:{partner_port}",
+                      tmp_path, procs)  # fmt: skip
+    try:
+        _wait_health(cluster.partner_url, procs["partner"])
+        _wait_health(cluster.brand_url, procs["brand"])
+        yield cluster
+    finally:
+        for name in list(procs):
+            cluster.stop(name)
+
+
+def _submit(cluster: Cluster) -> str:
+    answer = httpx.post(f"{cluster.brand_url}/jobs", headers=MODELER, json=SPEC, timeout=120)
+    assert answer.status_code in (200, 201, 202), answer.text
+    job = answer.json()
+    assert job["state"] in ("approved", "running"), job
+    return str(job["job_id"])
+
+
+def test_a_lead_scoring_job_runs_between_two_node_processes(lead_cluster: Cluster) -> None:
+    job_id = _submit(lead_cluster)
+    job = _wait_ended(lead_cluster.brand_url, job_id, timeout=400)
+    assert job["state"] == "completed", job
+    result = httpx.get(f"{lead_cluster.brand_url}/jobs/{job_id}/result", headers=MODELER,
+                       timeout=30).json()  # fmt: skip
+    metrics, scores = result["outputs"]["metrics"], result["outputs"]["scores"]
+    assert set(metrics["models"]) == {"speed", "revenue"}
+    assert all(m["auc"] > 0.6 for m in metrics["models"].values()), metrics
+    brand_home = lead_cluster.root / "brand"
+    table = pd.read_csv(scores["file"])
+    consented_new = pd.read_csv(brand_home / "jobs" / job_id / "score_input.csv", dtype=str)
+    assert table["lead_id"].tolist() == consented_new["lead_id"].tolist()
+    assert scores["rows"] == len(consented_new) and 0 < scores["matched"] < scores["rows"]
+    assert table[["score_speed", "score_revenue"]].apply(lambda c: c.between(0, 1)).all().all()
+    # the partner's part of the model stays with the partner
+    assert not list((brand_home / "jobs" / job_id).rglob("partner_model.json"))
+    partner_job = _wait_ended(lead_cluster.partner_url, job_id, timeout=60)
+    assert partner_job["state"] == "completed"
+    assert list((lead_cluster.root / "partner" / "jobs" / job_id).rglob("partner_model.json"))
+    manifest = httpx.get(f"{lead_cluster.brand_url}/jobs/{job_id}/manifest",
+                         headers=COMPLIANCE, timeout=30).json()  # fmt: skip
+    assert set(manifest["cohorts"]) == {"brand", "brand_score", "partner"}
+    assert manifest["cohorts"]["brand"]["rows_without_consent"] > 0
+    assert manifest["decisions"][0]["approved"] is True
+
+
+def test_a_partner_killed_mid_job_fails_it_on_both_sides(lead_cluster: Cluster) -> None:
+    job_id = _submit(lead_cluster)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # wait until training is under way
+        job = httpx.get(f"{lead_cluster.brand_url}/jobs/{job_id}", headers=COMPLIANCE,
+                        timeout=10).json()  # fmt: skip
+        training = job["state"] == "running" and job["progress"] > 0.35
+        if training or job["state"] not in ("running", "approved"):
+            break
+        time.sleep(1)
+    assert job["state"] == "running", job
+    partner = lead_cluster.procs["partner"]
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(partner.pid, signal.SIGKILL)
+    partner.wait(timeout=10)
+    ended = _wait_ended(lead_cluster.brand_url, job_id, timeout=200)
+    assert ended["state"] == "failed" and ended["reason"], ended
+    assert httpx.get(f"{lead_cluster.brand_url}/health", timeout=10).status_code == 200
+    assert httpx.get(f"{lead_cluster.brand_url}/jobs/{job_id}/result", headers=MODELER,
+                     timeout=10).status_code != 200  # no partial output  # fmt: skip
+    # the partner comes back on the same home: the job it had is failed, its SuperNode replaced
+    lead_cluster.procs["partner"] = _start(lead_cluster.root, "partner-again",
+                                           lead_cluster.root / "partner")  # fmt: skip
+    _wait_health(lead_cluster.partner_url, lead_cluster.procs["partner"])
+    theirs = httpx.get(f"{lead_cluster.partner_url}/jobs/{job_id}", headers=COMPLIANCE,
+                       timeout=10).json()  # fmt: skip
+    assert theirs["state"] == "failed" and "restarted" in theirs["reason"], theirs
+    log = (lead_cluster.root / "partner-again.log").read_text()
+    assert "left running by a previous run" in log
+    groups = json.loads((lead_cluster.root / "partner" / "flower" / "processes.json").read_text())
+    assert set(groups) == {"supernode"}
