@@ -54,6 +54,10 @@ class FlowerSection(_Strict):
     """Flower deployment addresses (brand: where its SuperLink listens; partner: where to dial)."""
 
     superlink: str = "127.0.0.1:9092"
+    stream_host: str = "127.0.0.1"
+    """Brand: the address a partner dials for a model job's direct stream (TLS 1.3, pinned
+    per-job certificates); across machines, one the partner can reach. Empty: every message of
+    the job goes over Flower instead (slower: a floor of seconds per message)."""
     tls: bool = False
     """Brand: serve TLS with ``tls/superlink.crt`` and admit only the SuperNodes of its partner
     peers (their ``supernode_key``); partner: verify the SuperLink with ``tls/ca.crt`` and sign

@@ -72,7 +72,9 @@ def _fail(
         node.notify(job_id, JobState.FAILED, peer_reason or reason)
 
 
-def _vfl_config(job_id: str, spec: JobSpec, folder: Path, timeout: float) -> dict[str, Any]:
+def _vfl_config(
+    job_id: str, spec: JobSpec, folder: Path, timeout: float, stream_host: str = "127.0.0.1"
+) -> dict[str, Any]:
     """The run config of a lead-scoring job's ServerApp (defaults as ``pec vfl local``)."""
     key = spec.keys[0]
     score = folder / SCORE_INPUT
@@ -89,7 +91,8 @@ def _vfl_config(job_id: str, spec: JobSpec, folder: Path, timeout: float) -> dic
         "key-bits": spec.key_bits,
         "timeout": float(timeout),
         "progress-file": str(folder / "progress.jsonl"),
-        "transport": "stream",
+        "transport": "stream" if stream_host else "flower",
+        "stream-host": stream_host or "127.0.0.1",
     }
 
 
@@ -170,7 +173,8 @@ class FlowerBrandRunner:
         node.store.update(job.job_id, state=JobState.RUNNING, progress=0.1)
         model = spec.kind is JobKind.LEAD_SCORING
         if model:
-            config = _vfl_config(job.job_id, spec, folder, self.timeout)
+            config = _vfl_config(job.job_id, spec, folder, self.timeout,
+                                 node.config.flower.stream_host)  # fmt: skip
         else:
             config = {
                 "job-id": job.job_id,

@@ -92,3 +92,23 @@ def test_policy_lists_every_reason_to_refuse(tmp_path: Path) -> None:
 def test_overlap_threshold() -> None:
     assert overlap_allowed(POLICY, "acme", 50).approved
     assert not overlap_allowed(POLICY, "acme", 49).approved
+
+
+def test_a_lead_scoring_run_config_follows_the_spec_and_the_stream_setting(tmp_path: Path) -> None:
+    from parties.node_runner import _vfl_config
+
+    spec = JobSpec.model_validate(
+        {"kind": "lead_scoring", "purpose": "marketing.lead_scoring", "partner": "p",
+         "brand_dataset": "hist", "partner_dataset": "people", "score_dataset": "new",
+         "keys": [{"brand": "phone", "partner": "mobile", "kind": "phone"}],
+         "labels": ["speed", "revenue"], "features": ["visits"], "outputs": ["metrics"]}
+    )  # fmt: skip
+    (tmp_path / "score_input.csv").write_text("lead_id,phone,visits\n")
+    config = _vfl_config("j1", spec, tmp_path, 120.0, "10.0.0.5")
+    assert config["labels"] == "speed;revenue" and config["features"] == "visits"
+    assert config["id-column"] == "phone" and config["id-kind"] == "phone"
+    assert config["test-table"] == str(tmp_path / "score_input.csv")
+    assert (config["transport"], config["stream-host"]) == ("stream", "10.0.0.5")
+    assert _vfl_config("j1", spec, tmp_path, 120.0, "")["transport"] == "flower"
+    with pytest.raises(ValueError, match="key_bits"):
+        JobSpec.model_validate(spec.model_dump() | {"key_bits": 1024})
