@@ -58,10 +58,25 @@ class FlowerSection(_Strict):
     """Brand: the address a partner dials for a model job's direct stream (TLS 1.3, pinned
     per-job certificates); across machines, one the partner can reach. Empty: every message of
     the job goes over Flower instead (slower: a floor of seconds per message)."""
+    supernode: str = Field(default="managed", pattern=r"^(managed|external)$")
+    """Partner: ``managed`` starts the SuperNode as a child of ``pec node start`` (one machine,
+    development); ``external`` leaves it to a separate container or host without the partner's
+    data (production, DESIGN rule 2), which relays to ``relay``."""
+    relay: str = "127.0.0.1:0"
+    """Partner: where the node's relay target listens for its SuperNode (``host:port``; port 0
+    picks a free one, for a managed SuperNode)."""
     tls: bool = False
     """Brand: serve TLS with ``tls/superlink.crt`` and admit only the SuperNodes of its partner
     peers (their ``supernode_key``); partner: verify the SuperLink with ``tls/ca.crt`` and sign
     with ``tls/supernode.key``. Made by ``pec node tls``; required across machines."""
+
+    @field_validator("relay")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("relay must be host:port")
+        return value
 
 
 class DatabaseSection(_Strict):

@@ -219,14 +219,19 @@ def start(
                 _register_partners(home, config, flower)
             node.runner = FlowerBrandRunner(flower, timeout=job_timeout)
         else:
-            relay = PartnerRelay(node, timeout=job_timeout)
+            relay_host, relay_port = config.flower.relay.rsplit(":", 1)
+            relay = PartnerRelay(node, host=relay_host, port=int(relay_port),
+                                 timeout=job_timeout)  # fmt: skip
             relay.serve()
-            flower.start_supernode(relay.address, superlink=config.flower.superlink)
-            threading.Thread(
-                target=_supervise_supernode,
-                args=(flower, relay.address, config.flower.superlink, stopping),
-                daemon=True,
-            ).start()
+            if config.flower.supernode == "managed":
+                flower.start_supernode(relay.address, superlink=config.flower.superlink)
+                threading.Thread(
+                    target=_supervise_supernode,
+                    args=(flower, relay.address, config.flower.superlink, stopping),
+                    daemon=True,
+                ).start()
+            else:
+                typer.echo(f"relay target for an external SuperNode on {relay.address}")
             node.runner = relay
         app_ = create_app(ledger, settings=settings, node=node)
         typer.echo(f"node {config.node.name} serving on {config.api.host}:{config.api.port}")

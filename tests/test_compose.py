@@ -44,7 +44,7 @@ def options(command: list[str]) -> list[str]:
 def test_services_and_volumes(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert set(services) == {
-        "brand-db", "brand-api", "brand-superlink", "partner-db", "partner-api", "partner-supernode"
+        "brand-db", "brand-node", "partner-db", "partner-node", "partner-supernode"
     }  # fmt: skip
     declared = set(compose["volumes"])
     for name, service in services.items():
@@ -61,65 +61,86 @@ def test_each_node_has_its_own_postgres_and_waits_for_it(compose: dict[str, Any]
         db = services[f"{side}-db"]
         assert db["image"].startswith("postgres:")
         assert db["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
-        api = services[f"{side}-api"]
-        assert api["depends_on"][f"{side}-db"]["condition"] == "service_healthy"
-        url = api["environment"]["PEC_API_CONSENT_DB"]
-        assert url.startswith("postgresql+psycopg://") and f"@{side}-db:5432/" in url
+        node = services[f"{side}-node"]
+        assert node["depends_on"][f"{side}-db"]["condition"] == "service_healthy"
+        for name in ("PEC_API_CONSENT_DB", "PEC_API_NODE_DB"):
+            url = node["environment"][name]
+            assert url.startswith("postgresql+psycopg://") and f"@{side}-db:5432/" in url
 
 
-def test_api_services_match_the_real_command_and_settings(compose: dict[str, Any]) -> None:
+def test_node_services_run_the_real_node_command(compose: dict[str, Any]) -> None:
     from api.settings import ApiSettings
     from pec.settings import NodeSettings
 
-    api_help = help_text(sys.executable, "-m", "api", "--help")
+    start_help = help_text(str(BIN / "pec"), "node", "start", "--help")
     setting_names = {f"PEC_API_{f.upper()}" for f in ApiSettings.model_fields} | {
         f"PEC_{f.upper()}" for f in NodeSettings.model_fields
     }
-    for side in ("brand", "partner"):
-        service = compose["services"][f"{side}-api"]
+    for side, port in (("brand", 8700), ("partner", 8701)):
+        service = compose["services"][f"{side}-node"]
         command = service["command"]
-        assert command[:3] == ["python", "-m", "api"]
+        assert command[:3] == ["pec", "node", "start"]
         for option in options(command):
-            assert option in api_help
-        port = command[command.index("--port") + 1]
+            assert option in start_help, option
+        assert command[command.index("--home") + 1] == service["environment"]["PEC_HOME"]
+        assert any(v.endswith(f":{service['environment']['PEC_HOME']}") for v in service["volumes"])
         assert f"{port}:{port}" in service["ports"]
         assert f"127.0.0.1:{port}/health" in " ".join(service["healthcheck"]["test"])
         assert set(service["environment"]) <= setting_names
 
 
-def test_flower_services_use_real_options_and_agree_on_ports(compose: dict[str, Any]) -> None:
+def test_the_node_configuration_in_the_header_is_valid() -> None:
+    """The node.toml settings the file's header tells operators to write are accepted."""
+    from parties.config import FlowerSection
+
+    header = (ROOT / "docker-compose.yml").read_text().split("\nname:")[0]
+    assert 'supernode = "external"' in header and 'relay = "0.0.0.0:19201"' in header
+    FlowerSection.model_validate(
+        {"superlink": "0.0.0.0:9092", "stream_host": "brand-node", "tls": True}
+    )
+    FlowerSection.model_validate(
+        {"superlink": "brand-node:9092", "supernode": "external", "relay": "0.0.0.0:19201",
+         "tls": True}
+    )  # fmt: skip
+    for command in ("init", "tls", "add-peer"):
+        help_text(str(BIN / "pec"), "node", command, "--help")
+    assert "--superlink-ca" in help_text(str(BIN / "pec"), "node", "tls", "--help")
+    assert "--supernode-key" in help_text(str(BIN / "pec"), "node", "add-peer", "--help")
+
+
+def test_the_supernode_uses_real_options_and_dials_the_brand_with_tls(
+    compose: dict[str, Any],
+) -> None:
     services = compose["services"]
-    superlink, supernode = services["brand-superlink"], services["partner-supernode"]
-    link_help = help_text(str(BIN / "flower-superlink"), "--help")
+    brand, supernode = services["brand-node"], services["partner-supernode"]
     node_help = help_text(str(BIN / "flower-supernode"), "--help")
-    assert superlink["command"][0] == "flower-superlink"
     assert supernode["command"][0] == "flower-supernode"
-    for option in options(superlink["command"]):
-        assert re.search(rf"{re.escape(option)}\b", link_help), option
     for option in options(supernode["command"]):
         assert re.search(rf"{re.escape(option)}\b", node_help), option
-    link = dict(p.split("=", 1) for p in superlink["command"] if "=" in p)
     node = dict(p.split("=", 1) for p in supernode["command"] if "=" in p)
-    assert f"{link['--port']}:{link['--port']}" in superlink["ports"]
-    assert node["--superlink"] == f"brand-superlink:{link['--port']}"
-    assert f"('127.0.0.1', {link['--port']})" in " ".join(superlink["healthcheck"]["test"])
+    host, port = node["--superlink"].split(":")
+    assert host == "brand-node" and f"{port}:{port}" in brand["ports"]
+    assert f"('127.0.0.1', {port})" in " ".join(brand["healthcheck"]["test"])
     assert f"('127.0.0.1', {node['--port']})" in " ".join(supernode["healthcheck"]["test"])
-    assert supernode["depends_on"]["brand-superlink"]["condition"] == "service_healthy"
-    # TLS and SuperNode authentication, not --insecure, between the companies
-    assert "--insecure" not in superlink["command"] + supernode["command"]
-    assert "--enable-supernode-auth" in superlink["command"]
+    assert supernode["depends_on"]["brand-node"]["condition"] == "service_healthy"
+    assert "--insecure" not in supernode["command"]
+    assert node["--root-certificates"].startswith("/tls/")
+    assert node["--auth-supernode-private-key"].startswith("/tls/")
 
 
 def test_the_supernode_relays_to_the_partner_and_holds_no_partner_data(
     compose: dict[str, Any],
 ) -> None:
-    supernode = compose["services"]["partner-supernode"]
+    services = compose["services"]
+    supernode, partner = services["partner-supernode"], services["partner-node"]
     config = next(p for p in supernode["command"] if p.startswith("--node-config="))
     match = re.fullmatch(r'--node-config=partner-url="http://([a-z-]+):(\d+)"', config)
-    assert match and match.group(1) == "partner-api"
-    serve_help = help_text(sys.executable, "-m", "pec", "vfl", "serve", "--help")
-    assert "--host" in serve_help and "--port" in serve_help  # the relay target can listen there
-    assert all(v.startswith("./deploy/certs:") for v in supernode.get("volumes", []))
+    assert match and match.group(1) == "partner-node"
+    assert match.group(2) in partner["expose"]
+    assert supernode["depends_on"]["partner-node"]["condition"] == "service_healthy"
+    # only the CA and its own key: never the partner's home, data or database
+    assert all(v.startswith("./deploy/partner-tls:") for v in supernode.get("volumes", []))
+    assert "environment" not in supernode
 
 
 def test_the_image_installs_every_package() -> None:

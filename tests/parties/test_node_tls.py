@@ -85,3 +85,46 @@ def test_an_overlap_job_over_tls_with_supernode_authentication(tmp_path: Path) -
                 not Path(f"/proc/{pid}").exists()
                 or b"Z" in Path(f"/proc/{pid}/stat").read_bytes().split(b")")[-1][:3]
             )
+
+
+def test_a_partner_with_an_external_supernode(tmp_path: Path) -> None:
+    """The compose topology: the partner node serves its relay target on a fixed address and a
+    SuperNode started elsewhere (here: by the test, in its own folder, with no node home)
+    relays to it."""
+    from parties.local_flower import LocalFlower
+
+    brand_port, partner_port, relay_port = free_port(), free_port(), free_port()
+    superlink = f"127.0.0.1:{free_port()}"
+    homes = make_homes(tmp_path, brand_port=brand_port, partner_port=partner_port,
+                       superlink=superlink)  # fmt: skip
+    config = NodeConfig.load(homes.partner)
+    config.flower.supernode, config.flower.relay = "external", f"127.0.0.1:{relay_port}"
+    config.save(homes.partner)
+    procs = {"partner": _start(tmp_path, "partner", homes.partner)}
+    procs["brand"] = _start(tmp_path, "brand", homes.brand)
+    cluster = Cluster(f"http://127.0.0.1:{brand_port}", f"http://127.0.0.1:{partner_port}",
+                      tmp_path, procs)  # fmt: skip
+    external = LocalFlower(
+        tmp_path / "supernode-host", superlink_port=int(superlink.rsplit(":", 1)[1])
+    )
+    try:
+        _wait_health(cluster.partner_url, procs["partner"])
+        _wait_health(cluster.brand_url, procs["brand"])
+        assert "supernode" not in json.loads(
+            (homes.partner / "flower" / "processes.json").read_text()
+            if (homes.partner / "flower" / "processes.json").exists() else "{}"
+        )  # fmt: skip
+        external.start_supernode(f"http://127.0.0.1:{relay_port}")
+        spec = tmp_path / "overlap.json"
+        spec.write_text(json.dumps(OVERLAP_SPEC))
+        env = _env() | {"PEC_API_URL": cluster.brand_url, "PEC_API_TOKEN": "e2e-modeler"}
+        done = subprocess.run(
+            [sys.executable, "-m", "pec", "job", "submit", str(spec), "--wait", "--timeout",
+             "150"], env=env, capture_output=True, text=True, timeout=200,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert json.loads(done.stdout)["state"] == "completed"
+    finally:
+        external.stop()
+        for name in procs:
+            cluster.stop(name)
