@@ -344,6 +344,11 @@ class PartnerJob:
             raise ProtocolError("the plan does not partition the aligned rows")
         if len(parts[0]) < 1 or len(parts[1]) < 1:
             raise ProtocolError("the plan has no training or validation rows")
+        if n < self.config.min_aligned_rows:
+            raise ProtocolError(
+                f"the overlap ({n} rows) is below the partner's minimum "
+                f"({self.config.min_aligned_rows})"
+            )
         self._positions = dict(zip(names, parts, strict=True))
         x = self.train.features[self.rows]
         self.standardizer = Standardizer.fit(x[self._positions["train"]])

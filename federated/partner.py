@@ -72,6 +72,8 @@ class PartnerConfig:
     min_batch_rows: int = 1
     min_key_bits: int = DEFAULT_KEY_BITS
     """Smallest Paillier modulus the partner accepts from a brand (tests lower it for speed)."""
+    min_aligned_rows: int = 0
+    """Fewest aligned (shared) rows the partner trains on: its policy's minimum overlap."""
 
 
 class PartnerTrainer:

@@ -308,6 +308,8 @@ class PartnerRelay:
         if not dataset.features:
             raise PartyError(f"dataset {spec.partner_dataset!r} lists no feature columns")
         key = spec.keys[0]
+        job = node.store.get(job_id)
+        grant = node.policy.grant_for(job.peer)
         table = load_party_table(folder / INPUT, key.partner, role="partner",
                                  features=dataset.features, id_kind=key.kind.value)  # fmt: skip
         config = PartnerConfig(
@@ -315,6 +317,7 @@ class PartnerRelay:
                                       momentum=0.7, l2=1e-4),
             min_key_bits=2048,
             workers=2,
+            min_aligned_rows=grant.min_overlap if grant else 0,
         )  # fmt: skip
         test = table if spec.score_dataset else None  # new leads are looked up in the same rows
         relay_job = VflRelayJob(job_id, table, folder / "out", test=test, config=config)
@@ -341,6 +344,9 @@ class PartnerRelay:
                                    outputs={"model": "kept by the partner"})  # fmt: skip
             return
         relay_job.abandon()
+        if isinstance(error, PecError):  # our refusals name no data: tell the brand why
+            _fail(self.node, job_id, f"the partner refused: {str(error)[:300]}")
+            return
         why = type(error).__name__ if error else "the stream closed"
         _fail(self.node, job_id, f"the job's stream ended early ({why})", tell_peer=False)
 

@@ -182,6 +182,15 @@ def test_unlabeled_new_leads_are_scored_and_the_models_evaluated_on_a_holdout() 
     assert job.stage.value == "done"
 
 
+def test_the_partner_refuses_to_train_on_an_overlap_below_its_minimum() -> None:
+    _, _, brand, partner = tables("breast")
+    config = PartnerConfig(optimizer=OPT, min_key_bits=512, min_aligned_rows=10_000)
+    job = PartnerJob("job-min", partner, config=config)
+    with pytest.raises(ProtocolError, match=r"overlap \(\d+ rows\) is below the partner's minimum"):
+        run_brand_job("job-min", brand, job.answer, JobOptions(key_bits=512, training=TRAINING))
+    assert job.models == []  # nothing was trained
+
+
 def test_no_overlap_is_an_input_error() -> None:
     _, _, brand, partner = tables("breast")
     other = PartyTable(
