@@ -308,3 +308,27 @@ def test_artifacts_keep_the_audience_at_the_partner(job, tmp_path: Path) -> None
         re.findall(r"\d{11}", brand_text)
     )
     assert not list(tmp_path.glob(".*partial*"))
+
+
+@pytest.mark.integration
+def test_an_audience_by_threshold_is_everyone_unmatched_scoring_at_least_it() -> None:
+    _, seed, population = generated(1_500, 5_000)
+    partner = LookalikePartnerJob(
+        "lal-3", population, PartnerConfig(optimizer=OPT, min_key_bits=512), min_cell=20
+    )
+    options = LookalikeOptions(
+        audience=AudienceChoice(threshold=0.3), job=JobOptions(key_bits=512, training=TRAINING)
+    )
+    result = run_brand_lookalike("lal-3", seed, partner.answer, options)
+    assert partner.audience_rows is not None and partner.population_scores is not None
+    intercept = result.job.models[0].intercept
+    probability = 1 / (1 + np.exp(-(partner.population_scores + intercept)))
+    eligible = np.ones(len(probability), dtype=bool)
+    eligible[partner.rows] = False
+    expected = np.flatnonzero(eligible & (probability >= 0.3 - 1e-9))
+    assert sorted(partner.audience_rows.tolist()) == expected.tolist()
+    assert result.audience_size == len(expected) and result.cut_score >= 0.3 - 1e-9
+    # the released bands from 0.30 up hold the audience (none of them suppressed here)
+    above = [b.count for b in result.bands if b.low >= 0.3 - 1e-9]
+    if None not in above:
+        assert sum(c for c in above if c is not None) == result.audience_size

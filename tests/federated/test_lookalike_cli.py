@@ -123,3 +123,10 @@ def test_lookalike_over_flower_keeps_the_audience_at_the_partner(tables: Path) -
     weights = json.loads((out / "partner" / "partner_model.json").read_text())["weights"]
     assert all(repr(w) not in brand_text for w in weights)
     assert not list(tables.glob(".out.*/brand"))
+
+
+def test_an_audience_the_partner_refuses_exits_2_and_writes_nothing(tables: Path) -> None:
+    done = pec(*BASE, "--threshold", "0.999999", cwd=tables)  # nobody scores that high
+    assert done.returncode == 2, done.stderr
+    assert "refused the audience" in done.stderr and "minimum of 20" in done.stderr
+    assert_nothing_written(tables)
