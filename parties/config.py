@@ -7,16 +7,27 @@ Errors name the file and the field that is wrong.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from parties.errors import NodeConfigError
 from parties.identity import NodeIdentity, fingerprint, public_key_from_text
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["CONFIG_FILE", "Dataset", "NodeConfig", "NodeRole", "Peer", "init_node"]
 
@@ -116,15 +127,34 @@ class Peer(_Strict):
 
 
 class Dataset(_Strict):
-    """A table the node registered under a name (CSV or Parquet file)."""
+    """A table the node registered under a name: a CSV or Parquet file, or a SQL table."""
 
-    path: str
+    path: str = ""
     format: str = Field(default="auto", pattern=r"^(auto|csv|parquet)$")
+    sql_url: str = ""
+    """A SQLAlchemy URL (``postgresql://...``, ``sqlite:///...``) when the table is in a database;
+    it may carry a password, so node.toml is owner-readable and the URL never leaves the node."""
+    sql_table: str = ""
+    """The table (``name`` or ``schema.name``) at ``sql_url``."""
     # the column holding the consent ledger's subject id: a job's input rows are those whose
     # subject is in the ledger's cohort for the job's purpose and recipient (DESIGN rule 4)
     subject_column: str = "subject_id"
     features: list[str] = Field(default_factory=list)
     """Numeric columns this node lets models use (a partner's choice, never the brand's)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Dataset:
+        if bool(self.path) == bool(self.sql_url or self.sql_table):
+            raise ValueError("a dataset is a file (path) or a SQL table (sql_url and sql_table)")
+        if bool(self.sql_url) != bool(self.sql_table):
+            raise ValueError("a SQL dataset needs both sql_url and sql_table")
+        return self
+
+    def describe(self) -> str:
+        """Where the data is, without credentials (for `pec node show`)."""
+        if self.path:
+            return f"{self.path} ({self.format})"
+        return f"SQL table {self.sql_table} ({self.sql_url.split('://', 1)[0]})"
 
 
 class NodeConfig(_Strict):
@@ -179,6 +209,32 @@ class NodeConfig(_Strict):
         if any(p.fingerprint == peer.fingerprint and p.name != peer.name for p in self.peers):
             raise NodeConfigError(f"another peer already uses this public key ({peer.name})")
         self.peers = [p for p in self.peers if p.name != peer.name] + [peer]
+
+    def dataset(self, name: str) -> Dataset:
+        """A registered dataset.
+
+        Raises:
+            NodeConfigError: no dataset by that name (the message lists the registered ones).
+        """
+        try:
+            return self.datasets[name]
+        except KeyError:
+            known = ", ".join(sorted(self.datasets)) or "none"
+            raise NodeConfigError(f"no dataset named {name!r} (registered: {known})") from None
+
+    def dataset_chunks(self, home: Path, name: str) -> Iterator[pd.DataFrame]:
+        """The rows of a registered dataset, in chunks of text cells.
+
+        Raises:
+            NodeConfigError: no dataset by that name.
+            InputError: the file or SQL table cannot be read.
+        """
+        from pec.tables import iter_sql_table, iter_table
+
+        dataset = self.dataset(name)
+        if dataset.sql_url:
+            return iter_sql_table(dataset.sql_url, dataset.sql_table)
+        return iter_table(self.dataset_path(home, name))
 
     def dataset_path(self, home: Path, name: str) -> Path:
         """Where a registered dataset lives.

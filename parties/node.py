@@ -45,7 +45,6 @@ from parties.identity import NodeIdentity, public_key_from_text
 from parties.jobs import Decision, JobSpec, PartnerPolicy, evaluate
 from parties.jobstore import JobRecord, JobState, SqlJobStore
 from pec.errors import PecError
-from pec.tables import iter_table
 
 __all__ = [
     "POLICY_FILE",
@@ -301,19 +300,18 @@ class PecNode:
         peer = next((p for p in self.config.peers if p.name == spec.partner), None)
         if peer is None or peer.role is not NodeRole.PARTNER or not peer.address:
             raise JobError(f"{spec.partner!r} is not a partner peer with an address on this node")
-        dataset_path = self.config.dataset_path(self.home, spec.brand_dataset)
-        dataset = self.config.datasets[spec.brand_dataset]
+        dataset = self.config.dataset(spec.brand_dataset)
         job_id = uuid.uuid4().hex
         body = spec.model_dump(mode="json")
         self.store.create(job_id, side="brand", peer=peer.name, spec=body, state=JobState.PROPOSED)
         try:
-            cohort = self._cohort(job_id, "brand", spec.purpose, peer.name, dataset_path,
+            cohort = self._cohort(job_id, "brand", spec.purpose, peer.name, spec.brand_dataset,
                                   dataset.subject_column)  # fmt: skip
             if spec.score_dataset:  # new leads to score: consent-cut like the training input
-                scoring = self.config.datasets[spec.score_dataset]
+                scoring = self.config.dataset(spec.score_dataset)
                 self._cohort(job_id, "brand_score", spec.purpose, peer.name,
-                             self.config.dataset_path(self.home, spec.score_dataset),
-                             scoring.subject_column, filename=SCORE_INPUT)  # fmt: skip
+                             spec.score_dataset, scoring.subject_column,
+                             filename=SCORE_INPUT)  # fmt: skip
         except PecError as exc:
             return self.store.update(job_id, state=JobState.FAILED, reason=_short(exc))
         payload = json.dumps({"spec": body, "brand": self.name, "cohort": cohort}).encode()
@@ -431,10 +429,9 @@ class PecNode:
             reasons.append(f"no dataset named {spec.partner_dataset!r} on the partner")
         else:
             dataset = self.config.datasets[spec.partner_dataset]
-            path = self.config.dataset_path(self.home, spec.partner_dataset)
             try:
-                mine = self._cohort(sealed.job_id, "partner", spec.purpose, peer.name, path,
-                                    dataset.subject_column)  # fmt: skip
+                mine = self._cohort(sealed.job_id, "partner", spec.purpose, peer.name,
+                                    spec.partner_dataset, dataset.subject_column)  # fmt: skip
             except PecError as exc:
                 reasons.append(f"the partner cannot cut its consent cohort: {_short(exc)}")
         if reasons:
@@ -487,12 +484,12 @@ class PecNode:
         side: str,
         purpose: str,
         recipient: str,
-        table: Path,
+        dataset: str,
         column: str,
         *,
         filename: str = INPUT,
     ) -> dict[str, Any]:
-        """Cut the cohort, write the consented rows of ``table``, record and return the counts.
+        """Cut the cohort, write the consented rows of ``dataset``, record and return the counts.
 
         Raises:
             PecError: the ledger refuses the query, or the table or its column is unreadable.
@@ -504,7 +501,7 @@ class PecNode:
         rows = kept = 0
         with (folder / filename).open("w", newline="", encoding="utf-8") as handle:
             writer: Any = None
-            for chunk in iter_table(table):
+            for chunk in self.config.dataset_chunks(self.home, dataset):
                 if column not in chunk.columns:
                     raise NodeConfigError(f"dataset has no subject column {column!r}")
                 if writer is None:

@@ -66,7 +66,7 @@ def show(home: Home) -> None:
             f"peer {peer.name} ({peer.role.value}) {peer.fingerprint[:16]} {peer.address}"
         )
     for name, dataset in sorted(config.datasets.items()):
-        console.print(f"dataset {name}: {dataset.path} ({dataset.format})")
+        console.print(f"dataset {name}: {dataset.describe()}")
 
 
 @app.command("add-peer")
@@ -147,7 +147,9 @@ def tls(
 def add_dataset(
     home: Home,
     name: Annotated[str, typer.Argument(help="The name jobs will use.")],
-    path: Annotated[Path, typer.Argument(help="CSV or Parquet file on this node.")],
+    path: Annotated[
+        Path | None, typer.Argument(help="CSV or Parquet file on this node (or --sql-table).")
+    ] = None,
     subject_column: Annotated[
         str, typer.Option(help="Column with the consent ledger's subject id (gates job input).")
     ] = "subject_id",
@@ -155,17 +157,31 @@ def add_dataset(
         list[str] | None,
         typer.Option(help="A numeric column models may use (repeat); a partner's own choice."),
     ] = None,
+    sql_url: Annotated[
+        str, typer.Option(help="SQLAlchemy URL of the database holding --sql-table.")
+    ] = "",
+    sql_table: Annotated[str, typer.Option(help="A SQL table (name or schema.name).")] = "",
 ) -> None:
     """Register a table under a name; peers only ever see the name."""
     try:
-        inspect_table(path).require([subject_column, *(feature or [])])
+        features = list(feature or [])
+        columns = [subject_column, *features]
+        if path is not None:
+            inspect_table(path).require(columns)
+            source = {"path": str(path.resolve())}
+        else:
+            source = {"sql_url": sql_url, "sql_table": sql_table}
+        dataset = Dataset.model_validate(
+            source | {"subject_column": subject_column, "features": features}
+        )
+        if path is None:
+            _require_sql_columns(sql_url, sql_table, columns)
         config = NodeConfig.load(home)
-        config.datasets[name] = Dataset(path=str(path.resolve()), subject_column=subject_column,
-                                        features=list(feature or []))  # fmt: skip
+        config.datasets[name] = dataset
         config.save(home)
     except (PartyError, ValueError) as exc:
         raise fail(str(exc), 2) from None
-    typer.echo(f"dataset {name} -> {path.resolve()}")
+    typer.echo(f"dataset {name} -> {dataset.describe()}")
 
 
 @app.command("start")
@@ -298,3 +314,24 @@ def _supervise_supernode(
     while not stopping.wait(5.0):
         if not flower.alive("supernode") and not stopping.is_set():
             flower.start_supernode(relay, superlink=superlink)
+
+
+def _require_sql_columns(url: str, table: str, columns: list[str]) -> None:
+    """Check that the SQL table is readable and has the columns (reads its first rows only).
+
+    Raises:
+        InputError: unreadable, or a column is missing (named).
+    """
+    from pec.errors import InputError
+    from pec.tables import iter_sql_table
+
+    chunks = iter_sql_table(url, table, chunk_rows=10)
+    try:
+        first = next(chunks, None)
+    finally:
+        chunks.close()  # type: ignore[attr-defined]
+    if first is None:
+        raise InputError(f"SQL table {table!r}: no rows")
+    missing = [c for c in columns if c not in first.columns]
+    if missing:
+        raise InputError(f"SQL table {table!r}: no column {missing[0]!r}")

@@ -133,3 +133,41 @@ def iter_table(path: Path, chunk_rows: int = 200_000) -> Iterator[pd.DataFrame]:
         frame.index = pd.RangeIndex(offset, offset + len(frame))
         offset += len(frame)
         yield frame
+
+
+def iter_sql_table(url: str, table: str, chunk_rows: int = 200_000) -> Iterator[pd.DataFrame]:
+    """Stream a SQL table (``name`` or ``schema.name``) in chunks, every cell as text.
+
+    The table is reflected first (so the name is checked and quoted by SQLAlchemy, never pasted
+    into SQL) and read through a server-side cursor where the database has one.
+
+    Raises:
+        InputError: the database or the table cannot be read (the URL, which may hold a
+            password, is never part of the message).
+    """
+    import pandas as pd
+    from sqlalchemy import MetaData, Table, create_engine, select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    schema, _, name = table.rpartition(".")
+    try:
+        engine = create_engine(url)
+    except (SQLAlchemyError, ValueError, ImportError) as exc:
+        raise InputError(f"SQL table {table!r}: bad database URL ({type(exc).__name__})") from None
+    try:
+        with engine.connect() as conn:
+            reflected = Table(name, MetaData(schema=schema or None), autoload_with=conn)
+            result = conn.execution_options(stream_results=True).execute(select(reflected))
+            columns = list(result.keys())
+            offset = 0
+            while rows := result.fetchmany(chunk_rows):
+                frame = _as_text(pd.DataFrame([tuple(r) for r in rows], columns=columns))
+                frame.index = pd.RangeIndex(offset, offset + len(frame))
+                offset += len(frame)
+                yield frame
+    except SQLAlchemyError as exc:
+        raise InputError(f"SQL table {table!r}: cannot be read ({type(exc).__name__})") from None
+    finally:
+        engine.dispose()
