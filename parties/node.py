@@ -266,6 +266,73 @@ class PecNode:
             "updated_at": job.updated_at,
         }
 
+    def verify_manifest(self, job_id: str) -> dict[str, Any]:
+        """Check this node's cohorts in a job's manifest against its consent ledger now.
+
+        For each cohort this node cut (brand: ``brand`` and ``brand_score``; partner:
+        ``partner``): the recorded tree head is signed by this ledger's key, the ledger still
+        holds a head of that size with that root, the latest head is consistent with it (RFC 9162
+        consistency proof), and cutting the cohort again at the recorded time gives the same
+        eligible count, exclusions and subject-list digest. A mismatch means the log was
+        rewritten, or events dated before the cut were recorded after it. The peer's cohort is
+        signed by the peer's ledger key, which only the peer's auditor holds: it is not checked.
+        """
+        from consent.merkle import verify_consistency
+        from consent.tree_head import SignedTreeHead
+
+        manifest = self.manifest(job_id)
+        mine = ("brand", "brand_score") if manifest["side"] == "brand" else ("partner",)
+        checks = []
+        for side, cohort in manifest["cohorts"].items():
+            if side not in mine:
+                continue
+            check: dict[str, Any] = {"side": side, "purpose": cohort.get("purpose")}
+            try:
+                head = SignedTreeHead.from_dict(cohort["tree_head"])
+            except (KeyError, TypeError, ValueError):
+                checks.append(check | {"ok": False, "problem": "no readable tree head"})
+                continue
+            check["tree_size"] = head.tree_size
+            check["signature"] = head.verify(self.ledger.keys.public_key)
+            held = self.ledger.store.tree_head(head.tree_size)
+            check["head_in_ledger"] = held is not None and held.root_hash == head.root_hash
+            latest = self.ledger.tree_head()
+            consistent = False
+            if latest is not None and check["head_in_ledger"]:
+                proof = self.ledger.consistency_proof(head.tree_size, latest.tree_size)
+                consistent = verify_consistency(
+                    head.tree_size, latest.tree_size, head.root_hash, latest.root_hash,
+                    [bytes.fromhex(h) for h in proof["proof"]],
+                )  # fmt: skip
+            check["consistent_with_latest"] = consistent
+            again = self.ledger.cohort(
+                str(cohort["purpose"]), str(cohort["recipient"]),
+                at=datetime.fromisoformat(str(cohort["at"])),
+            )  # fmt: skip
+            check["cohort_reproduced"] = (
+                again.eligible == cohort["eligible"]
+                and again.excluded == cohort["excluded"]
+                and again.subjects_sha256 == cohort["subjects_sha256"]
+            )
+            check["ok"] = all(
+                check[k]
+                for k in (
+                    "signature",
+                    "head_in_ledger",
+                    "consistent_with_latest",
+                    "cohort_reproduced",
+                )
+            )
+            checks.append(check)
+        return {
+            "type": "pec.job.manifest.verification",
+            "job_id": job_id,
+            "node": self.name,
+            "ok": bool(checks) and all(c["ok"] for c in checks),
+            "checks": checks,
+            "verified_at": self.clock().isoformat(),
+        }
+
     def recover(self) -> list[str]:
         """Settle jobs a previous run of this node left unfinished; returns their ids.
 

@@ -19,7 +19,7 @@ from parties.errors import PartyError
 from parties.jobs import JobSpec
 from pec.psi_cli import fail
 
-app = typer.Typer(help="Jobs: submit, status, result, manifest.", no_args_is_help=True)
+app = typer.Typer(help="Jobs: submit, status, result, manifest, verify.", no_args_is_help=True)
 Url = Annotated[
     str, typer.Option(envvar="PEC_API_URL", help="The node's control plane (PEC_API_URL).")
 ]
@@ -111,3 +111,20 @@ def manifest(
 ) -> None:
     """A job's audit manifest (compliance role)."""
     _print(_call("GET", url, token, f"/jobs/{job_id}/manifest"))
+
+
+@app.command("verify")
+def verify(
+    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    url: Url = DEFAULT_URL,
+    token: Token = "",
+) -> None:
+    """Check the node's cohorts of a job against its consent ledger (compliance role).
+
+    Exits 1 when a check fails: the tree head's signature, its presence and consistency in the
+    ledger, or the cohort recut at its recorded time.
+    """
+    answer = _call("GET", url, token, f"/jobs/{job_id}/manifest/verify")
+    _print(answer)
+    if not answer.get("ok"):
+        raise typer.Exit(1)

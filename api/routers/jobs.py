@@ -91,6 +91,16 @@ def job_manifest(job_id: JobId, node: NodeDep, _: ComplianceRole) -> dict[str, A
     return node.manifest(job_id)
 
 
+@router.get(
+    "/jobs/{job_id}/manifest/verify",
+    responses=_ERRORS,
+    summary="Check this node's cohorts in a manifest against its consent ledger",
+)
+def job_manifest_verify(job_id: JobId, node: NodeDep, _: ComplianceRole) -> dict[str, Any]:
+    """Tree-head signature, presence and consistency, and the cohort recut at its time."""
+    return node.verify_manifest(job_id)
+
+
 @router.post(
     "/peer/envelopes",
     tags=["peers"],

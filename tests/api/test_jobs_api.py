@@ -45,6 +45,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/jobs/{job_id}"): frozenset({"modeler", "compliance"}),
     ("GET", "/jobs/{job_id}/result"): frozenset({"modeler"}),
     ("GET", "/jobs/{job_id}/manifest"): frozenset({"compliance"}),
+    ("GET", "/jobs/{job_id}/manifest/verify"): frozenset({"compliance"}),
 }
 ROLES = sorted(r.value for r in TOKENS.values())
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,14 @@ from parties.identity import NodeIdentity
 from parties.jobs import JobSpec
 from parties.jobstore import JobState
 from parties.node import InMemoryPeerTransport, PecNode
-from tests.parties.node_helpers import BRAND, OVERLAP_SPEC, make_homes, open_ledger
+from tests.parties.node_helpers import (
+    BRAND,
+    OVERLAP_SPEC,
+    PARTNER,
+    consent_rows,
+    make_homes,
+    open_ledger,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -203,3 +211,33 @@ def test_a_restarted_node_fails_its_unfinished_jobs_and_tells_the_peer(
     assert job.state is JobState.FAILED and "restarted" in job.reason and job.outputs == {}
     assert pair.partner.job(running.job_id).state is JobState.FAILED
     assert pair.partner.job(rejected.job_id).state is JobState.REJECTED
+
+
+def test_a_manifest_verifies_against_each_ledger_until_the_past_is_rewritten(pair: Pair) -> None:
+    job = pair.brand.submit(JobSpec.model_validate(OVERLAP_SPEC))
+    for node in (pair.brand, pair.partner):
+        report = node.verify_manifest(job.job_id)
+        assert report["ok"], report
+        sides = {c["side"] for c in report["checks"]}
+        assert sides == ({"brand"} if node is pair.brand else {"partner"})
+    # the ledger grows after the cut: still verified, consistent, the same cut at its time
+    later = datetime.now(UTC).isoformat()
+    pair.brand.ledger.record(
+        [
+            row | {"occurred_at": later}
+            for row in consent_rows(["b35"], PARTNER, "analytics.overlap")
+        ]
+    )
+    assert pair.brand.verify_manifest(job.job_id)["ok"]
+    # an event dated before the cut but recorded after it changes the cohort at that time
+    pair.brand.ledger.record(
+        [
+            row | {"event_id": "ev-backdated"}
+            for row in consent_rows(["b36"], PARTNER, "analytics.overlap")
+        ]
+    )
+    report = pair.brand.verify_manifest(job.job_id)
+    assert not report["ok"]
+    check = report["checks"][0]
+    assert check["signature"] and check["head_in_ledger"] and check["consistent_with_latest"]
+    assert check["cohort_reproduced"] is False
