@@ -103,6 +103,12 @@ class JobSpec(_Strict):
     """lead_scoring: the brand's new leads to score (consent-cut like the training input)."""
     key_bits: int = Field(default=2048, ge=2048, le=4096)
     """Paillier key size of a model job."""
+    audience_size: int | None = Field(default=None, ge=1)
+    """lookalike: take the best this many people the brand does not have (or a threshold)."""
+    audience_threshold: float | None = Field(default=None, gt=0, lt=1)
+    """lookalike: take everyone the brand does not have scoring at least this 0-1 score."""
+    bands: int = Field(default=20, ge=2, le=100)
+    """lookalike: score bands of the distribution the brand sees."""
     min_cell: int | None = Field(default=None, ge=1)
     epsilon: float | None = Field(default=None, gt=0)
 
@@ -117,6 +123,11 @@ class JobSpec(_Strict):
                 )
         if self.kind in (JobKind.LEAD_SCORING, JobKind.LOOKALIKE) and not self.labels:
             raise ValueError(f"a {self.kind.value} job needs at least one label")
+        if self.kind is JobKind.LOOKALIKE:
+            if len(self.labels) != 1:
+                raise ValueError("a lookalike job has exactly one label: the seed's outcome")
+            if (self.audience_size is None) == (self.audience_threshold is None):
+                raise ValueError("a lookalike job takes audience_size or audience_threshold")
         return self
 
     @classmethod

@@ -31,6 +31,7 @@ from parties.errors import PartyError
 from parties.jobs import JobKind, JobSpec
 from parties.jobstore import JobRecord, JobState
 from parties.local_flower import LocalFlower
+from parties.lookalike_job import LookalikeRelayJob
 from parties.node import INPUT, SCORE_INPUT, PecNode
 from parties.psi_job import PsiJobSide
 from parties.relay_server import MAX_BODY, PsiRelayJob, RelayJob
@@ -41,7 +42,8 @@ from psi.wire import Role
 
 __all__ = ["FlowerBrandRunner", "PartnerRelay", "keys_text"]
 
-RUNNABLE = frozenset({JobKind.OVERLAP, JobKind.MATCHING, JobKind.LEAD_SCORING})
+RUNNABLE = frozenset({JobKind.OVERLAP, JobKind.MATCHING, JobKind.LEAD_SCORING, JobKind.LOOKALIKE})
+MODEL_KINDS = frozenset({JobKind.LEAD_SCORING, JobKind.LOOKALIKE})
 SCORES = "scores.csv"
 """lead_scoring: a 0-1 score per consented new lead per model, on the brand node only."""
 
@@ -78,6 +80,13 @@ def _vfl_config(
     """The run config of a lead-scoring job's ServerApp (defaults as ``pec vfl local``)."""
     key = spec.keys[0]
     score = folder / SCORE_INPUT
+    if spec.kind is JobKind.LOOKALIKE:
+        lookalike: dict[str, Any] = {"kind": "lookalike", "bands": spec.bands,
+                                     "min-cell": spec.min_cell or 20}  # fmt: skip
+        if spec.audience_size is not None:
+            lookalike["audience-size"] = spec.audience_size
+        else:
+            lookalike["threshold"] = float(spec.audience_threshold or 0.0)
     return {
         "kind": "vfl",
         "job-id": job_id,
@@ -93,7 +102,7 @@ def _vfl_config(
         "progress-file": str(folder / "progress.jsonl"),
         "transport": "stream" if stream_host else "flower",
         "stream-host": stream_host or "127.0.0.1",
-    }
+    } | (lookalike if spec.kind is JobKind.LOOKALIKE else {})
 
 
 def _vfl_outputs(
@@ -138,6 +147,26 @@ def _vfl_outputs(
     return summary, outputs
 
 
+def _lookalike_outputs(spec: JobSpec, folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What the brand keeps of a finished lookalike job: never an audience member."""
+    summary: dict[str, Any] = json.loads((folder / "out" / "lookalike.json").read_text())
+    audience, holdout = summary["audience"], summary["holdout"]
+    kept = ("rows", "positives", "auc", "ks", "lift_by_decile")
+    metrics = {
+        "aligned_rows": summary.get("aligned_rows"),
+        "holdout": {k: holdout.get(k) for k in kept},
+    }
+    outputs: dict[str, Any] = {}
+    if "distribution" in spec.outputs:
+        outputs["distribution"] = summary["distribution"]
+    if "audience_size" in spec.outputs:
+        fields = ("handle", "size", "cut_score", "expected_lift", "where")
+        outputs["audience"] = {k: audience.get(k) for k in fields}
+    if "metrics" in spec.outputs:
+        outputs["metrics"] = metrics
+    return metrics, outputs
+
+
 def _progress(path: Path) -> float | None:
     """The brand's latest progress line as a 0.3-0.9 fraction of the job."""
     try:
@@ -171,7 +200,7 @@ class FlowerBrandRunner:
             return
         folder = node.job_dir(job.job_id)
         node.store.update(job.job_id, state=JobState.RUNNING, progress=0.1)
-        model = spec.kind is JobKind.LEAD_SCORING
+        model = spec.kind in MODEL_KINDS
         if model:
             config = _vfl_config(job.job_id, spec, folder, self.timeout,
                                  node.config.flower.stream_host)  # fmt: skip
@@ -201,7 +230,8 @@ class FlowerBrandRunner:
             if fraction is not None:
                 node.store.update(job.job_id, progress=round(fraction, 3))
             time.sleep(0.5 if not model else 2.0)
-        summary_path = folder / "out" / ("metrics.json" if model else "summary.json")
+        done_file = {JobKind.LEAD_SCORING: "metrics.json", JobKind.LOOKALIKE: "lookalike.json"}
+        summary_path = folder / "out" / done_file.get(spec.kind, "summary.json")
         if status != "finished:completed" or not summary_path.exists():
             why = status or "no status"
             if not status.startswith("finished"):
@@ -210,7 +240,10 @@ class FlowerBrandRunner:
             return
         if model:
             try:
-                metrics, outputs = _vfl_outputs(node, spec, folder)
+                if spec.kind is JobKind.LOOKALIKE:
+                    metrics, outputs = _lookalike_outputs(spec, folder)
+                else:
+                    metrics, outputs = _vfl_outputs(node, spec, folder)
             except (PecError, OSError, ValueError, KeyError) as exc:
                 _fail(node, job.job_id, f"the results could not be written ({type(exc).__name__})")
                 return
@@ -283,7 +316,7 @@ class PartnerRelay:
             return
         folder = node.job_dir(job.job_id)
         relay_job: RelayJob
-        if spec.kind is JobKind.LEAD_SCORING:
+        if spec.kind in MODEL_KINDS:
             try:
                 relay_job = self._vfl_job(node, job.job_id, spec, folder)
             except (PecError, ValueError) as exc:
@@ -299,7 +332,10 @@ class PartnerRelay:
             self._jobs[job.job_id] = (relay_job, spec, time.monotonic() + self.timeout)
 
     def _vfl_job(self, node: PecNode, job_id: str, spec: JobSpec, folder: Path) -> VflRelayJob:
-        """The partner's side of a lead-scoring job: its consented rows, its chosen features.
+        """The partner's side of a model job: its consented rows, its chosen features.
+
+        Lookalike: the rows are the whole consented population, which the partner scores; the
+        audience is written into the partner's job folder and never leaves it.
 
         Raises:
             PecError: the partner registered no features, or its input is not usable.
@@ -319,8 +355,14 @@ class PartnerRelay:
             workers=2,
             min_aligned_rows=grant.min_overlap if grant else 0,
         )  # fmt: skip
-        test = table if spec.score_dataset else None  # new leads are looked up in the same rows
-        relay_job = VflRelayJob(job_id, table, folder / "out", test=test, config=config)
+        relay_job: VflRelayJob
+        if spec.kind is JobKind.LOOKALIKE:  # the population: every consented person of the partner
+            min_cell = max(grant.min_cell if grant else 20, spec.min_cell or 0)
+            relay_job = LookalikeRelayJob(job_id, table, folder / "out", config=config,
+                                          min_cell=min_cell)  # fmt: skip
+        else:
+            test = table if spec.score_dataset else None  # new leads: looked up in the same rows
+            relay_job = VflRelayJob(job_id, table, folder / "out", test=test, config=config)
         relay_job.timeout = self.timeout
         relay_job.on_finished = lambda error: self._finished_on_stream(job_id, error)
         return relay_job
@@ -338,10 +380,15 @@ class PartnerRelay:
             except PecError as exc:
                 _fail(self.node, job_id, f"the partner's outputs failed ({type(exc).__name__})")
                 return
+            kept: dict[str, Any] = {"model": "kept by the partner"}
+            if isinstance(relay_job, LookalikeRelayJob):
+                audience = relay_job.partner_job
+                kept["audience"] = {"handle": audience.audience_handle,
+                                    "file": str(relay_job.out / "audience.csv")}  # fmt: skip
             self.node.store.update(job_id, state=JobState.COMPLETED, progress=1.0,
                                    metrics={"seconds": summary.get("seconds"),
                                             "rows": summary.get("rows")},
-                                   outputs={"model": "kept by the partner"})  # fmt: skip
+                                   outputs=kept)  # fmt: skip
             return
         relay_job.abandon()
         if isinstance(error, PecError):  # our refusals name no data: tell the brand why

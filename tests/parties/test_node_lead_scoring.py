@@ -40,9 +40,9 @@ FEATURES = ["income_level", "car_insurance", "insurance_claims", "car_transactio
 POLICY = f"""
 [[grants]]
 brand = "{BRAND}"
-purposes = ["{PURPOSE}"]
-job_kinds = ["lead_scoring"]
-outputs = ["metrics", "scores"]
+purposes = ["{PURPOSE}", "marketing.lookalike"]
+job_kinds = ["lead_scoring", "lookalike"]
+outputs = ["metrics", "scores", "distribution", "audience_size"]
 min_cohort = 100
 min_overlap = 50
 """
@@ -85,9 +85,13 @@ def lead_cluster(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
         *pd.read_csv(data / "brand_new_leads.csv", dtype=str)["lead_id"],
     ]
     with open_ledger(homes.brand, pg_url) as ledger:  # every tenth lead did not consent
-        ledger.record(consent_rows([s for i, s in enumerate(leads) if i % 10], PARTNER, PURPOSE))
+        for purpose in (PURPOSE, "marketing.lookalike"):
+            ledger.record(
+                consent_rows([s for i, s in enumerate(leads) if i % 10], PARTNER, purpose)
+            )
     with open_ledger(homes.partner) as ledger:
-        ledger.record(consent_rows(list(people["person_id"]), BRAND, PURPOSE))
+        for purpose in (PURPOSE, "marketing.lookalike"):
+            ledger.record(consent_rows(list(people["person_id"]), BRAND, purpose))
     procs = {"partner": _start(tmp_path, "partner", homes.partner)}
     procs["brand"] = _start(tmp_path, "brand", homes.brand)
     cluster = Cluster(f"http://127.0.0.1:{brand_port}", f"http://127.0.0.1:{partner_port}",
@@ -101,8 +105,8 @@ def lead_cluster(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
             cluster.stop(name)
 
 
-def _submit(cluster: Cluster) -> str:
-    answer = httpx.post(f"{cluster.brand_url}/jobs", headers=MODELER, json=SPEC, timeout=120)
+def _submit(cluster: Cluster, spec: dict[str, object] = SPEC) -> str:
+    answer = httpx.post(f"{cluster.brand_url}/jobs", headers=MODELER, json=spec, timeout=120)
     assert answer.status_code in (200, 201, 202), answer.text
     job = answer.json()
     assert job["state"] in ("approved", "running"), job
@@ -167,3 +171,41 @@ def test_a_partner_killed_mid_job_fails_it_on_both_sides(lead_cluster: Cluster) 
     assert "left running by a previous run" in log
     groups = json.loads((lead_cluster.root / "partner" / "flower" / "processes.json").read_text())
     assert set(groups) == {"supernode"}
+
+
+def test_a_lookalike_job_keeps_the_audience_at_the_partner(lead_cluster: Cluster) -> None:
+    spec = {
+        "kind": "lookalike",
+        "purpose": "marketing.lookalike",
+        "partner": PARTNER,
+        "brand_dataset": "leads_history",
+        "partner_dataset": "people",
+        "keys": [{"brand": "phone", "partner": "mobile", "kind": "phone"}],
+        "labels": ["premium"],
+        "audience_size": 300,
+        "outputs": ["distribution", "audience_size", "metrics"],
+    }
+    job_id = _submit(lead_cluster, spec)
+    job = _wait_ended(lead_cluster.brand_url, job_id, timeout=400)
+    assert job["state"] == "completed", job
+    outputs = httpx.get(f"{lead_cluster.brand_url}/jobs/{job_id}/result", headers=MODELER,
+                        timeout=30).json()["outputs"]  # fmt: skip
+    assert outputs["audience"]["size"] == 300 and outputs["audience"]["handle"].startswith("aud-")
+    assert outputs["metrics"]["holdout"]["auc"] > 0.6
+    bands = outputs["distribution"]["bands"]
+    assert all(b["count"] is None or b["count"] == 0 or b["count"] >= 20 for b in bands)
+    theirs = _wait_ended(lead_cluster.partner_url, job_id, timeout=60)
+    assert theirs["state"] == "completed"
+    partner_out = httpx.get(f"{lead_cluster.partner_url}/jobs/{job_id}/result", headers=MODELER,
+                            timeout=30)  # fmt: skip
+    audience_file = lead_cluster.root / "partner" / "jobs" / job_id / "out" / "audience.csv"
+    members = pd.read_csv(audience_file, dtype=str)
+    assert len(members) == 300
+    assert partner_out.status_code in (200, 403)
+    # no member reaches the brand: not in its result, not in its job folder
+    brand_files = " ".join(
+        p.read_text(errors="ignore")
+        for p in (lead_cluster.root / "brand" / "jobs" / job_id).rglob("*")
+        if p.is_file() and p.suffix in (".json", ".csv")
+    ) + json.dumps(outputs)
+    assert not any(member in brand_files for member in members.iloc[:, 0].dropna().head(100))
