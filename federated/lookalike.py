@@ -12,7 +12,8 @@ op            brand -> partner                        partner -> brand
 distribution  band edges on the partner's linear      people per band, bands with fewer than the
               score ``X_P·w_P`` (the brand's 0-1      minimum cell (but more than 0) suppressed;
               levels shifted by its intercept), the   only people the brand does not have (no
-              brand's minimum cell                    matched row) are counted. Once per job.
+              brand's minimum cell                    matched row) and who have an id are
+                                                      counted. Once per job.
 audience      a threshold on the linear score, or an  a handle, the audience size and the lowest
               audience size; ends the job             selected linear score (the cut); the
                                                       member list stays with the partner
@@ -240,6 +241,9 @@ class LookalikePartnerJob(PartnerJob):
         self.refusal: str | None = None
         """Why the audience request was refused (the job then ends with no audience)."""
         self.scoring_seconds = 0.0
+        # a person without an id could not be delivered to: neither counted nor selected
+        blank = population.ids.astype(str).str.strip() == ""
+        self.without_id = np.flatnonzero(blank.to_numpy()).astype(np.int64)
 
     def answer(self, request: bytes) -> bytes:
         """Turn one brand request into the reply (the VFL job's operations plus two).
@@ -273,8 +277,9 @@ class LookalikePartnerJob(PartnerJob):
         return self.population_scores
 
     def _excluded(self) -> npt.NDArray[np.int64]:
+        """Rows never counted or selected: every matched (seed) row and every row without an id."""
         assert self.rows is not None
-        return self.rows
+        return np.union1d(self.rows, self.without_id)
 
     def _min_cell(self, header: Mapping[str, Any]) -> int:
         asked = header.get("min_cell", 0)

@@ -218,6 +218,7 @@ def write_partner_audience(job: LookalikePartnerJob, out: Path) -> dict[str, Any
             "role": "partner",
             "population": len(ids),
             "matched_excluded": 0 if job.rows is None else len(job.rows),
+            "without_id_excluded": len(job.without_id),
             "audience_handle": job.audience_handle,
             "audience_size": len(rows),
             "min_cell": job.min_cell,

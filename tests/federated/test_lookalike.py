@@ -195,8 +195,11 @@ def test_the_audience_is_the_best_unmatched_people_and_lifts_the_label(job) -> N
     assert matched and not matched & set(rows.tolist())  # no seed member in the audience
     # nobody the brand has (by normalized phone) is in the audience
     assert not phones(data.partner["mobile"].iloc[rows]) & phones(data.brand["phone"])
+    # people without an id could not be delivered to: neither counted nor selected
+    blank = np.flatnonzero(data.partner["mobile"].astype(str).str.strip().to_numpy() == "")
+    assert len(blank) > 0 and not set(blank.tolist()) & set(rows.tolist())
     scores = partner.population_scores
-    eligible = np.setdiff1d(np.arange(len(scores)), partner.rows)
+    eligible = np.setdiff1d(np.arange(len(scores)), np.union1d(partner.rows, blank))
     assert scores[rows].min() >= np.sort(scores[eligible])[::-1][1_999]
     # the distribution counts every unmatched person once (suppressed bands hold < 20 each)
     released = [c for c in partner.distribution if c is not None]
@@ -325,6 +328,7 @@ def test_an_audience_by_threshold_is_everyone_unmatched_scoring_at_least_it() ->
     probability = 1 / (1 + np.exp(-(partner.population_scores + intercept)))
     eligible = np.ones(len(probability), dtype=bool)
     eligible[partner.rows] = False
+    eligible[partner.without_id] = False
     expected = np.flatnonzero(eligible & (probability >= 0.3 - 1e-9))
     assert sorted(partner.audience_rows.tolist()) == expected.tolist()
     assert result.audience_size == len(expected) and result.cut_score >= 0.3 - 1e-9

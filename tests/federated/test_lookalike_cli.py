@@ -111,6 +111,7 @@ def test_lookalike_over_flower_keeps_the_audience_at_the_partner(tables: Path) -
     assert len(summary["distribution"]["bands"]) == 20
     audience = pd.read_csv(out / "partner" / "audience.csv", dtype=str, keep_default_na=False)
     assert len(audience) == 1_500 and list(audience.columns) == ["mobile", "score"]
+    assert (audience["mobile"].str.strip() != "").all()  # everyone can be delivered to
     seed = pd.read_csv(tables / "seed.csv", dtype=str)
     assert not phones(audience["mobile"]) & phones(seed["phone"])  # seed members excluded
     partner_summary = json.loads((out / "partner" / "partner_summary.json").read_text())
