@@ -107,7 +107,8 @@ def run_brand_psi(grid: Grid, config: Mapping[str, Any]) -> dict[str, Any]:
     """Run the brand's side of a PSI job from a Flower run config; returns the brand's summary.
 
     Run config keys: ``job-id``, ``table`` (the brand's CSV/Parquet file), ``keys``
-    (``;``-separated key specs), ``reveal``, ``out`` (output directory), ``timeout``, ``align``.
+    (``;``-separated key specs), ``reveal``, ``out`` (output directory), ``timeout``, ``align``,
+    ``labeled`` (enrichment: the partner attaches tag columns for the brand's matched rows).
     """
     side = PsiJobSide(
         job_id=str(config["job-id"]),
@@ -117,6 +118,7 @@ def run_brand_psi(grid: Grid, config: Mapping[str, Any]) -> dict[str, Any]:
         reveal=Reveal(str(config["reveal"])),
         out=Path(str(config["out"])),
         align=bool(config.get("align", False)),
+        labeled=bool(config.get("labeled", False)),
     )
     timeout = float(config.get("timeout", 600))
     exchange = FlowerExchange(grid, wait_for_node(grid), side.job_id, timeout=timeout)

@@ -42,7 +42,9 @@ from psi.wire import Role
 
 __all__ = ["FlowerBrandRunner", "PartnerRelay", "keys_text"]
 
-RUNNABLE = frozenset({JobKind.OVERLAP, JobKind.MATCHING, JobKind.LEAD_SCORING, JobKind.LOOKALIKE})
+RUNNABLE = frozenset(
+    {JobKind.OVERLAP, JobKind.MATCHING, JobKind.ENRICHMENT, JobKind.LEAD_SCORING, JobKind.LOOKALIKE}
+)
 MODEL_KINDS = frozenset({JobKind.LEAD_SCORING, JobKind.LOOKALIKE})
 SCORES = "scores.csv"
 """lead_scoring: a 0-1 score per consented new lead per model, on the brand node only."""
@@ -53,13 +55,24 @@ def keys_text(spec: JobSpec) -> str:
     return ";".join(f"{k.brand}={k.partner}:{k.kind.value}" for k in spec.keys)
 
 
-def _outputs(spec: JobSpec, summary: dict[str, Any]) -> dict[str, Any]:
+def tags(spec: JobSpec) -> tuple[str, ...]:
+    """The partner columns an enrichment job asks for (its ``tags:<column>`` outputs)."""
+    return tuple(o.split(":", 1)[1] for o in spec.outputs if o.startswith("tags:"))
+
+
+def _outputs(spec: JobSpec, summary: dict[str, Any], folder: Path | None = None) -> dict[str, Any]:
     """Only the outputs the spec declared (and the policy allowed)."""
     out: dict[str, Any] = {}
     if "count" in spec.outputs:
         out["count"] = summary.get("intersection")
     if "per_key" in spec.outputs:
         out["per_key"] = summary.get("per_key")
+    if tags(spec) and folder is not None and "left.csv" in summary.get("outputs", []):
+        out["enrichment"] = {  # on the brand node: its matched rows with the allowed tags
+            "file": str(folder / "out" / "left.csv"),
+            "rows": summary.get("intersection"),
+            "tags": list(tags(spec)),
+        }
     return out
 
 
@@ -212,6 +225,7 @@ class FlowerBrandRunner:
                 "reveal": spec.kind.psi_reveal.value,
                 "out": str(folder / "out"),
                 "timeout": int(self.timeout),
+                "labeled": spec.kind is JobKind.ENRICHMENT,
             }
         try:
             run_id = self.flower.launch(config)
@@ -253,7 +267,7 @@ class FlowerBrandRunner:
         summary = json.loads(summary_path.read_text())
         metrics = {"seconds": summary.get("seconds"), "rows": summary.get("rows")}
         node.store.update(job.job_id, state=JobState.COMPLETED, progress=1.0, metrics=metrics,
-                          outputs=_outputs(spec, summary))  # fmt: skip
+                          outputs=_outputs(spec, summary, folder))  # fmt: skip
 
 
 class PartnerRelay:
@@ -326,7 +340,7 @@ class PartnerRelay:
         else:
             side = PsiJobSide(job_id=job.job_id, role=Role.RIGHT, table=folder / INPUT,
                               keys=keys_text(spec), reveal=spec.kind.psi_reveal,
-                              out=folder / "out")  # fmt: skip
+                              out=folder / "out", payload=tags(spec))  # fmt: skip
             relay_job = PsiRelayJob(side)
         with self._lock:
             self._jobs[job.job_id] = (relay_job, spec, time.monotonic() + self.timeout)

@@ -45,6 +45,10 @@ class PsiJobSide:
     region: str = "CN"
     workers: int = 0
     align: bool = False
+    labeled: bool = False
+    """Labeled PSI (enrichment): the right side attaches payload columns for matched left rows."""
+    payload: tuple[str, ...] = ()
+    """The right side's payload columns (a labeled job; the left side names none)."""
 
     def __post_init__(self) -> None:
         self._started = time.perf_counter()
@@ -59,11 +63,17 @@ class PsiJobSide:
         """
         keys = parse_keys(self.keys)
         columns = [k.left if self.role is Role.LEFT else k.right for k in keys]
-        inspect_table(self.table, role=self.role.value).require(columns, role=self.role.value)
+        payload = list(self.payload) if self.role is Role.RIGHT else []
+        inspect_table(self.table, role=self.role.value).require(
+            [*columns, *payload], role=self.role.value
+        )
         rules = NormalizationRules(self.region)
         kinds = tuple(k.kind for k in keys)
-        table = read_columns(self.table, list(dict.fromkeys(columns)))
-        data, self._reports = prepare_input([table[c].rename(c) for c in columns], kinds, rules)
+        table = read_columns(self.table, list(dict.fromkeys(columns + payload)))
+        data, self._reports = prepare_input(
+            [table[c].rename(c) for c in columns], kinds, rules,
+            payload=table[payload] if payload else None,
+        )  # fmt: skip
         size = sum(len(v) for v in data.slot_values)
         self._engine = PoolEngine(self.workers) if size >= 20_000 else InlineEngine()
         config = PsiConfig(
@@ -72,6 +82,7 @@ class PsiJobSide:
             kinds=tuple(k.value for k in kinds),
             rules=rules.version(kinds),
             align=self.align,
+            labeled=self.labeled or bool(self.payload),
         )
         return PsiParty(self.role, config, data, engine=self._engine)
 

@@ -35,14 +35,16 @@ from tests.parties.test_node_e2e import (
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 PURPOSE = "marketing.lead_scoring"
+PURPOSES = (PURPOSE, "marketing.lookalike", "marketing.enrichment")
 FEATURES = ["income_level", "car_insurance", "insurance_claims", "car_transactions",
             "car_app_minutes"]  # fmt: skip
 POLICY = f"""
 [[grants]]
 brand = "{BRAND}"
-purposes = ["{PURPOSE}", "marketing.lookalike"]
-job_kinds = ["lead_scoring", "lookalike"]
-outputs = ["metrics", "scores", "distribution", "audience_size"]
+purposes = ["{PURPOSE}", "marketing.lookalike", "marketing.enrichment"]
+job_kinds = ["lead_scoring", "lookalike", "enrichment"]
+outputs = ["metrics", "scores", "distribution", "audience_size", "tags:income_level",
+           "tags:car_insurance"]
 min_cohort = 100
 min_overlap = 50
 """
@@ -85,12 +87,12 @@ def lead_cluster(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
         *pd.read_csv(data / "brand_new_leads.csv", dtype=str)["lead_id"],
     ]
     with open_ledger(homes.brand, pg_url) as ledger:  # every tenth lead did not consent
-        for purpose in (PURPOSE, "marketing.lookalike"):
+        for purpose in PURPOSES:
             ledger.record(
                 consent_rows([s for i, s in enumerate(leads) if i % 10], PARTNER, purpose)
             )
     with open_ledger(homes.partner) as ledger:
-        for purpose in (PURPOSE, "marketing.lookalike"):
+        for purpose in PURPOSES:
             ledger.record(consent_rows(list(people["person_id"]), BRAND, purpose))
     procs = {"partner": _start(tmp_path, "partner", homes.partner)}
     procs["brand"] = _start(tmp_path, "brand", homes.brand)
@@ -209,3 +211,33 @@ def test_a_lookalike_job_keeps_the_audience_at_the_partner(lead_cluster: Cluster
         if p.is_file() and p.suffix in (".json", ".csv")
     ) + json.dumps(outputs)
     assert not any(member in brand_files for member in members.iloc[:, 0].dropna().head(100))
+
+
+def test_an_enrichment_job_gives_the_brand_the_allowed_tags_of_its_matched_leads(
+    lead_cluster: Cluster,
+) -> None:
+    spec = {
+        "kind": "enrichment",
+        "purpose": "marketing.enrichment",
+        "partner": PARTNER,
+        "brand_dataset": "leads_history",
+        "partner_dataset": "people",
+        "keys": [{"brand": "phone", "partner": "mobile", "kind": "phone"}],
+        "outputs": ["tags:income_level", "tags:car_insurance"],
+    }
+    job_id = _submit(lead_cluster, spec)
+    job = _wait_ended(lead_cluster.brand_url, job_id, timeout=300)
+    assert job["state"] == "completed", job
+    outputs = httpx.get(f"{lead_cluster.brand_url}/jobs/{job_id}/result", headers=MODELER,
+                        timeout=30).json()["outputs"]  # fmt: skip
+    enriched = pd.read_csv(outputs["enrichment"]["file"], dtype=str)
+    assert {"lead_id", "income_level", "car_insurance"} <= set(enriched.columns)
+    assert "car_app_minutes" not in enriched.columns  # only the tags asked for and allowed
+    assert 0 < outputs["enrichment"]["rows"] == enriched["lead_id"].nunique()
+    consented = set(pd.read_csv(lead_cluster.root / "brand" / "jobs" / job_id / "input.csv",
+                                dtype=str)["lead_id"])  # fmt: skip
+    assert set(enriched["lead_id"]) <= consented
+    theirs = _wait_ended(lead_cluster.partner_url, job_id, timeout=60)
+    assert theirs["state"] == "completed"
+    # the partner learns nothing of which leads matched: no rows written on its side
+    assert not list((lead_cluster.root / "partner" / "jobs" / job_id).rglob("right.csv"))
