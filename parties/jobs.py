@@ -123,6 +123,10 @@ class JobSpec(_Strict):
                 )
         if self.kind in (JobKind.LEAD_SCORING, JobKind.LOOKALIKE) and not self.labels:
             raise ValueError(f"a {self.kind.value} job needs at least one label")
+        if self.kind is JobKind.AGGREGATE and (
+            len([o for o in self.outputs if o.startswith("aggregate:")]) != 1 or len(self.keys) != 1
+        ):
+            raise ValueError("an aggregate job has one key and one aggregate:<column> output")
         if self.kind is JobKind.LOOKALIKE:
             if len(self.labels) != 1:
                 raise ValueError("a lookalike job has exactly one label: the seed's outcome")

@@ -27,6 +27,7 @@ from typing import Any
 
 from federated.model import OptimizerConfig, OptimizerKind
 from federated.partner import PartnerConfig
+from parties.aggregate_job import AggregateRelayJob
 from parties.errors import PartyError
 from parties.jobs import JobKind, JobSpec
 from parties.jobstore import JobRecord, JobState
@@ -37,14 +38,13 @@ from parties.psi_job import PsiJobSide
 from parties.relay_server import MAX_BODY, PsiRelayJob, RelayJob
 from parties.vfl_job import VflRelayJob
 from pec.errors import PecError
+from pec.psi_local import parse_key_spec
 from pec.vfl_tables import load_party_table
 from psi.wire import Role
 
 __all__ = ["FlowerBrandRunner", "PartnerRelay", "keys_text"]
 
-RUNNABLE = frozenset(
-    {JobKind.OVERLAP, JobKind.MATCHING, JobKind.ENRICHMENT, JobKind.LEAD_SCORING, JobKind.LOOKALIKE}
-)
+RUNNABLE = frozenset(JobKind)
 MODEL_KINDS = frozenset({JobKind.LEAD_SCORING, JobKind.LOOKALIKE})
 SCORES = "scores.csv"
 """lead_scoring: a 0-1 score per consented new lead per model, on the brand node only."""
@@ -60,6 +60,11 @@ def tags(spec: JobSpec) -> tuple[str, ...]:
     return tuple(o.split(":", 1)[1] for o in spec.outputs if o.startswith("tags:"))
 
 
+def _group(spec: JobSpec) -> str:
+    """The partner column an aggregate job counts by (its ``aggregate:<column>`` output)."""
+    return next((o.split(":", 1)[1] for o in spec.outputs if o.startswith("aggregate:")), "")
+
+
 def _outputs(spec: JobSpec, summary: dict[str, Any], folder: Path | None = None) -> dict[str, Any]:
     """Only the outputs the spec declared (and the policy allowed)."""
     out: dict[str, Any] = {}
@@ -67,6 +72,15 @@ def _outputs(spec: JobSpec, summary: dict[str, Any], folder: Path | None = None)
         out["count"] = summary.get("intersection")
     if "per_key" in spec.outputs:
         out["per_key"] = summary.get("per_key")
+    group = _group(spec)
+    if group and folder is not None:  # on the brand node: counts per group, small ones withheld
+        out["aggregate"] = {
+            "group": group,
+            "cells": summary.get("cells"),
+            "intersection": summary.get("intersection"),
+            "suppressed": summary.get("suppressed"),
+            "file": str(folder / "out" / "aggregate.csv"),
+        }
     if tags(spec) and folder is not None and "left.csv" in summary.get("outputs", []):
         out["enrichment"] = {  # on the brand node: its matched rows with the allowed tags
             "file": str(folder / "out" / "left.csv"),
@@ -227,6 +241,8 @@ class FlowerBrandRunner:
                 "timeout": int(self.timeout),
                 "labeled": spec.kind is JobKind.ENRICHMENT,
             }
+            if spec.kind is JobKind.AGGREGATE:
+                config["kind"] = "aggregate"
         try:
             run_id = self.flower.launch(config)
         except PartyError as exc:
@@ -337,6 +353,13 @@ class PartnerRelay:
                 _fail(node, job.job_id, f"the partner's model input is not usable: {exc}",
                       peer_reason="the partner's model input is not usable")  # fmt: skip
                 return
+        elif spec.kind is JobKind.AGGREGATE:
+            grant = node.policy.grant_for(job.peer)
+            relay_job = AggregateRelayJob(
+                job.job_id, folder / INPUT, parse_key_spec(keys_text(spec)), _group(spec),
+                folder / "out", min_cell=max(grant.min_cell if grant else 20, spec.min_cell or 0),
+                epsilon=spec.epsilon,
+            )  # fmt: skip
         else:
             side = PsiJobSide(job_id=job.job_id, role=Role.RIGHT, table=folder / INPUT,
                               keys=keys_text(spec), reveal=spec.kind.psi_reveal,

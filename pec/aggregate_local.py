@@ -27,7 +27,7 @@ from psi.normalize import NormalizationRules
 from psi.session import ConnectionChannel, run_party
 from psi.wire import Role
 
-__all__ = ["AggregateOptions", "run_aggregate_local"]
+__all__ = ["AggregateOptions", "make_party", "run_aggregate_local", "write_cells"]
 
 OUTPUT_NAMES = ("summary.json", "aggregate.csv")
 MISSING_GROUP = "(missing)"
@@ -65,54 +65,73 @@ def _engine(size: int, workers: int) -> BatchEngine:
     return PoolEngine(workers) if size >= 20_000 else InlineEngine()
 
 
-def _party_main(job: _Job, conn: Connection, events: Any) -> None:
-    """A party process: read own columns, run the aggregate protocol, report."""
+def make_party(
+    role: Role,
+    path: Path,
+    key_column: str,
+    group_column: str,
+    config: AggregateConfig,
+    rules: NormalizationRules,
+    options: AggregateOptions,
+) -> tuple[AggregateBrand | AggregatePartner, BatchEngine, dict[str, Any]]:
+    """Read one side's own columns and build its party (brand: LEFT, partner: RIGHT).
+
+    Returns the party, its batch engine (the caller closes it) and a report of rows, invalid
+    keys and (partner) groups.
+
+    Raises:
+        InputError: the table or a column is unreadable.
+    """
     import pandas as pd
 
     from psi.normalize import normalize_column
 
+    columns = [key_column] + ([group_column] if role is Role.RIGHT else [])
+    table = read_columns(path, columns)
+    normalized = normalize_column(table[key_column], options.key.kind, rules)
+    valid = normalized.values.notna()
+    keys = normalized.values[valid]
+    report: dict[str, Any] = {
+        "rows": len(table),
+        "invalid": normalized.invalid_count,
+        "invalid_examples": list(normalized.invalid_examples),
+    }
+    if role is Role.LEFT:
+        values = [v.encode() for v in pd.unique(keys)]
+        engine = _engine(len(values), options.workers)
+        return AggregateBrand(config, values, engine=engine), engine, report
+    groups = table[group_column][valid].astype(str).replace("", MISSING_GROUP)
+    first = ~keys.duplicated()
+    keys, groups = keys[first], groups[first]
+    labels = sorted(set(groups))
+    index = {label: i for i, label in enumerate(labels)}
+    engine = _engine(len(keys), options.workers)
+    party = AggregatePartner(
+        config,
+        [k.encode() for k in keys],
+        [index[g] for g in groups],
+        labels,
+        min_cell=options.min_cell,
+        epsilon=options.epsilon,
+        key_bits=options.key_bits,
+        engine=engine,
+        paillier_workers=options.workers or 2,
+    )
+    report["groups"] = len(labels)
+    return party, engine, report
+
+
+def _party_main(job: _Job, conn: Connection, events: Any) -> None:
+    """A party process: read own columns, run the aggregate protocol, report."""
     engine: BatchEngine | None = None
     try:
-        columns = [job.key_column] + ([job.group_column] if job.role is Role.RIGHT else [])
-        table = read_columns(job.path, columns)
-        normalized = normalize_column(table[job.key_column], job.options.key.kind, job.rules)
-        valid = normalized.values.notna()
-        keys = normalized.values[valid]
-        report: dict[str, Any] = {
-            "rows": len(table),
-            "invalid": normalized.invalid_count,
-            "invalid_examples": list(normalized.invalid_examples),
-        }
-        if job.role is Role.LEFT:
-            values = [v.encode() for v in pd.unique(keys)]
-            engine = _engine(len(values), job.options.workers)
-            party: AggregateBrand | AggregatePartner = AggregateBrand(
-                job.config, values, engine=engine
-            )
-        else:
-            groups = table[job.group_column][valid].astype(str).replace("", MISSING_GROUP)
-            first = ~keys.duplicated()
-            keys, groups = keys[first], groups[first]
-            labels = sorted(set(groups))
-            index = {label: i for i, label in enumerate(labels)}
-            engine = _engine(len(keys), job.options.workers)
-            party = AggregatePartner(
-                job.config,
-                [k.encode() for k in keys],
-                [index[g] for g in groups],
-                labels,
-                min_cell=job.options.min_cell,
-                epsilon=job.options.epsilon,
-                key_bits=job.options.key_bits,
-                engine=engine,
-                paillier_workers=job.options.workers or 2,
-            )
-            report["groups"] = len(labels)
+        party, engine, report = make_party(job.role, job.path, job.key_column, job.group_column,
+                                           job.config, job.rules, job.options)  # fmt: skip
         result = run_party(party, ConnectionChannel(conn), timeout=job.options.timeout)
         if job.role is Role.LEFT:
             report["cells"] = result.cells
             report["intersection"] = result.intersection
-            _write_outputs(job.workdir, result.cells)
+            write_cells(job.workdir / "aggregate.csv", result.cells)
         report["peak_rss_mb"] = peak_rss_mb(resource.RUSAGE_SELF)
         events.put(("result", job.role.value, report))
     except PecError as exc:
@@ -126,12 +145,13 @@ def _party_main(job: _Job, conn: Connection, events: Any) -> None:
         conn.close()
 
 
-def _write_outputs(workdir: Path, cells: dict[str, int | None]) -> None:
+def write_cells(path: Path, cells: dict[str, int | None]) -> None:
+    """``aggregate.csv``: one row per group, its count or empty where suppressed."""
     lines = ["group,count,suppressed"]
     for label, count in cells.items():
         quoted = '"' + label.replace('"', '""') + '"' if "," in label or '"' in label else label
         lines.append(f"{quoted},{'' if count is None else count},{int(count is None)}")
-    (workdir / "aggregate.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def run_aggregate_local(

@@ -17,14 +17,36 @@ done, so the coordinator knows when to stop. Neither side does I/O here: ``excha
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from psi.errors import MalformedMessage, PsiAborted
-from psi.protocol import PsiParty, PsiResult, Stage
-from psi.wire import from_wire, to_wire
+from psi.protocol import PsiParty, Stage
+from psi.wire import Message, from_wire, to_wire
 
-__all__ = ["Batch", "PsiResponder", "drive_rounds", "pack_frames", "unpack_frames"]
+R = TypeVar("R", covariant=True)
+T = TypeVar("T")
+
+
+class RoundParty(Protocol[R]):
+    """A party state machine the rounds can drive: a PSI party or an aggregate party."""
+
+    @property
+    def done(self) -> bool:
+        """True once the party has its result."""
+
+    def start(self) -> Iterator[Message]:
+        """The party's first messages."""
+
+    def receive(self, message: Message) -> Iterator[Message]:
+        """The messages one incoming message produces."""
+
+    def result(self) -> R:
+        """The party's result (once done)."""
+
+
+__all__ = ["Batch", "PsiResponder", "RoundParty", "drive_rounds", "pack_frames", "unpack_frames"]
 
 _BATCH_MAGIC = b"PECB"
 _HEAD = struct.Struct(">4sBI")  # magic, done flag, frame count
@@ -100,12 +122,12 @@ class PsiResponder:
 
 
 def drive_rounds(
-    party: PsiParty,
+    party: RoundParty[T],
     exchange: Callable[[bytes], bytes],
     *,
     max_rounds: int = 8,
     on_round: Callable[[int, int, int], None] | None = None,
-) -> PsiResult:
+) -> T:
     """Run the coordinating party, one ``exchange(request) -> reply`` per round trip.
 
     ``on_round(round, bytes_sent, bytes_received)`` observes each round trip.

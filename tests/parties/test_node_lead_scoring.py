@@ -35,16 +35,16 @@ from tests.parties.test_node_e2e import (
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 PURPOSE = "marketing.lead_scoring"
-PURPOSES = (PURPOSE, "marketing.lookalike", "marketing.enrichment")
+PURPOSES = (PURPOSE, "marketing.lookalike", "marketing.enrichment", "analytics.aggregate")
 FEATURES = ["income_level", "car_insurance", "insurance_claims", "car_transactions",
             "car_app_minutes"]  # fmt: skip
 POLICY = f"""
 [[grants]]
 brand = "{BRAND}"
-purposes = ["{PURPOSE}", "marketing.lookalike", "marketing.enrichment"]
-job_kinds = ["lead_scoring", "lookalike", "enrichment"]
+purposes = ["{PURPOSE}", "marketing.lookalike", "marketing.enrichment", "analytics.aggregate"]
+job_kinds = ["lead_scoring", "lookalike", "enrichment", "aggregate"]
 outputs = ["metrics", "scores", "distribution", "audience_size", "tags:income_level",
-           "tags:car_insurance"]
+           "tags:car_insurance", "aggregate:competitor_brand"]
 min_cohort = 100
 min_overlap = 50
 """
@@ -241,3 +241,42 @@ def test_an_enrichment_job_gives_the_brand_the_allowed_tags_of_its_matched_leads
     assert theirs["state"] == "completed"
     # the partner learns nothing of which leads matched: no rows written on its side
     assert not list((lead_cluster.root / "partner" / "jobs" / job_id).rglob("right.csv"))
+
+
+def test_an_aggregate_job_releases_only_cells_above_the_minimum(lead_cluster: Cluster) -> None:
+    spec = {
+        "kind": "aggregate",
+        "purpose": "analytics.aggregate",
+        "partner": PARTNER,
+        "brand_dataset": "leads_history",
+        "partner_dataset": "people",
+        "keys": [{"brand": "phone", "partner": "mobile", "kind": "phone"}],
+        "outputs": ["aggregate:competitor_brand"],
+        "min_cell": 60,
+    }
+    job_id = _submit(lead_cluster, spec)
+    job = _wait_ended(lead_cluster.brand_url, job_id, timeout=300)
+    assert job["state"] == "completed", job
+    result = httpx.get(f"{lead_cluster.brand_url}/jobs/{job_id}/result", headers=MODELER,
+                       timeout=30).json()["outputs"]["aggregate"]  # fmt: skip
+    cells = result["cells"]
+    assert result["group"] == "competitor_brand" and result["intersection"] > 0
+    released = {k: v for k, v in cells.items() if v is not None}
+    assert released and all(v >= 60 for v in released.values())
+    assert result["suppressed"] == sum(v is None for v in cells.values())
+    # the plaintext truth, which only a test has: every released count is exact
+    root = lead_cluster.root
+    people = pd.read_csv(root / "partner" / "people.csv", dtype=str, keep_default_na=False)
+    consented = pd.read_csv(root / "brand" / "jobs" / job_id / "input.csv", dtype=str,
+                            keep_default_na=False)  # fmt: skip
+    from psi.normalize import KeyKind, NormalizationRules, normalize_column
+
+    rules = NormalizationRules()
+    mine = set(normalize_column(consented["phone"], KeyKind.PHONE, rules).values.dropna())
+    people["key"] = normalize_column(people["mobile"], KeyKind.PHONE, rules).values
+    shared = people[people["key"].isin(mine)]
+    truth = shared["competitor_brand"].replace("", "(missing)").value_counts().to_dict()
+    for group, count in released.items():
+        assert truth[group] == count, (group, count, truth[group])
+    theirs = _wait_ended(lead_cluster.partner_url, job_id, timeout=60)
+    assert theirs["state"] == "completed"

@@ -20,6 +20,12 @@ def main(grid: Grid, context: Context) -> None:
         summary = run_brand_lookalike_job(grid, config)
         print(json.dumps({"job": config["job-id"], "audience": summary["audience"]["size"]}))
         return
+    if config.get("kind", "psi") == "aggregate":
+        from parties.aggregate_job import run_brand_aggregate
+
+        summary = run_brand_aggregate(grid, config)
+        print(json.dumps({"job": summary["job_id"], "groups": len(summary["cells"])}))
+        return
     if config.get("kind", "psi") == "vfl":
         from parties.flower_vfl import run_brand_vfl  # the brand's installed, pinned PEC
 
