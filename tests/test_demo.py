@@ -57,7 +57,7 @@ def test_demo_runs_every_job_on_consented_input_and_writes_the_report(tmp_path: 
     )
     audience = pd.read_csv(out / "lookalike" / "result" / "partner" / "audience.csv", dtype=str)
     assert len(audience) == 300
-    assert not any(member in brand_files for member in audience.iloc[:, 0].head(50))
+    assert not any(member in brand_files for member in audience.iloc[:, 0].dropna().head(50))
     # enrichment, aggregate, matching
     assert summary["enriched_rows"] == summary["expected_overlap"]
     enriched = pd.read_csv(out / "enrichment" / "result" / "left.csv", dtype=str)
