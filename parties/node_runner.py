@@ -448,6 +448,18 @@ class PartnerRelay:
             elif job.state is not JobState.RUNNING:
                 raise PartyError(f"the job is {job.state.value}")
             answer = relay_job.answer(body)
+            if relay_job.done and isinstance(relay_job, PsiRelayJob):
+                # the partner knows the overlap before the brand does (count and row modes):
+                # below its grant's minimum, it withholds the last reply and nothing is released
+                grant = self.node.policy.grant_for(job.peer)
+                minimum = grant.min_overlap if grant else 0
+                found = relay_job.intersection
+                if found is not None and found < minimum:
+                    relay_job.abandon()
+                    self._close(job_id)
+                    reason = f"the overlap is below the partner's minimum ({minimum})"
+                    _fail(self.node, job_id, reason)
+                    return HTTPStatus.CONFLICT, reason.encode()
             if relay_job.done:
                 summary = relay_job.complete()
                 self._close(job_id)

@@ -66,6 +66,14 @@ class PsiRelayJob:
         """True once the PSI party has its result."""
         return self._responder is not None and self._responder.party.done
 
+    @property
+    def intersection(self) -> int | None:
+        """The intersection size, once done, in the modes where this side learns it."""
+        if not self.done:
+            return None
+        assert self._responder is not None
+        return self._responder.party.result().intersection
+
     def complete(self) -> dict[str, Any]:
         """Write the matched rows and the summary."""
         assert self._responder is not None
