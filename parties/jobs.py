@@ -101,6 +101,9 @@ class JobSpec(_Strict):
     """The brand's own feature columns (model kinds); the partner's are chosen by the partner."""
     score_dataset: Name | None = None
     """lead_scoring: the brand's new leads to score (consent-cut like the training input)."""
+    scores_table: Name | None = None
+    """lead_scoring: the dataset name the brand node registers its scores under, for later jobs
+    and exports (a new name, or one an earlier job's scores hold)."""
     key_bits: int = Field(default=2048, ge=2048, le=4096)
     """Paillier key size of a model job."""
     audience_size: int | None = Field(default=None, ge=1)

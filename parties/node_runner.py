@@ -28,6 +28,7 @@ from typing import Any
 from federated.model import OptimizerConfig, OptimizerKind
 from federated.partner import PartnerConfig
 from parties.aggregate_job import AggregateRelayJob
+from parties.config import Dataset
 from parties.errors import PartyError
 from parties.jobs import JobKind, JobSpec
 from parties.jobstore import JobRecord, JobState
@@ -171,6 +172,12 @@ def _vfl_outputs(
             "matched": int(scores["matched"].sum()),
             "columns": list(scores.columns),
         }
+        if spec.scores_table:  # the table the modeler named: registered on the brand node only
+            node.config.datasets[spec.scores_table] = Dataset(
+                path=str(folder / SCORES), subject_column=subject
+            )
+            node.config.save(node.home)
+            outputs["scores"]["table"] = spec.scores_table
     return summary, outputs
 
 

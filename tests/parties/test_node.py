@@ -241,3 +241,15 @@ def test_a_manifest_verifies_against_each_ledger_until_the_past_is_rewritten(pai
     check = report["checks"][0]
     assert check["signature"] and check["head_in_ledger"] and check["consistent_with_latest"]
     assert check["cohort_reproduced"] is False
+
+
+def test_a_scores_table_may_not_replace_a_dataset_that_holds_other_data(pair: Pair) -> None:
+    spec = JobSpec.model_validate(
+        {"kind": "lead_scoring", "purpose": "marketing.lead_scoring", "partner": PARTNER,
+         "brand_dataset": "leads", "partner_dataset": "tags", "labels": ["y"],
+         "keys": [{"brand": "phone", "partner": "mobile", "kind": "phone"}],
+         "outputs": ["scores"], "scores_table": "leads"}
+    )  # fmt: skip
+    with pytest.raises(JobError, match="holds no earlier scores"):
+        pair.brand.submit(spec)
+    assert pair.brand.jobs() == []

@@ -59,6 +59,7 @@ SPEC = {
     "labels": ["speed", "revenue"],
     "features": ["web_visits", "test_drive", "days_since_contact"],
     "outputs": ["metrics", "scores"],
+    "scores_table": "lead_scores",
 }
 
 
@@ -130,6 +131,10 @@ def test_a_lead_scoring_job_runs_between_two_node_processes(lead_cluster: Cluste
     assert table["lead_id"].tolist() == consented_new["lead_id"].tolist()
     assert scores["rows"] == len(consented_new) and 0 < scores["matched"] < scores["rows"]
     assert table[["score_speed", "score_revenue"]].apply(lambda c: c.between(0, 1)).all().all()
+    # the scores are registered under the name the modeler gave, for later jobs and exports
+    assert scores["table"] == "lead_scores"
+    registered = NodeConfig.load(brand_home).datasets["lead_scores"]
+    assert Path(registered.path) == Path(scores["file"]) and registered.subject_column == "lead_id"
     # the partner's part of the model stays with the partner
     assert not list((brand_home / "jobs" / job_id).rglob("partner_model.json"))
     partner_job = _wait_ended(lead_cluster.partner_url, job_id, timeout=60)
