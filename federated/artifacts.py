@@ -25,7 +25,10 @@ from federated.job import BrandJobResult, PartnerJob
 __all__ = [
     "BRAND_OUTPUTS",
     "PARTNER_OUTPUTS",
+    "dump_json",
     "metrics_of",
+    "publish_files",
+    "staging_dir",
     "write_brand_outputs",
     "write_partner_outputs",
 ]
@@ -42,7 +45,8 @@ BRAND_OUTPUTS = (
 PARTNER_OUTPUTS = ("partner_summary.json", "partner_model.json")
 
 
-def _publish(workdir: Path, out: Path, names: tuple[str, ...]) -> None:
+def publish_files(workdir: Path, out: Path, names: tuple[str, ...]) -> None:
+    """Move ``names`` from ``workdir`` into ``out``, the first one last (it marks completion)."""
     out.mkdir(parents=True, exist_ok=True)
     for name in names:
         if (out / name).exists() and not (workdir / name).exists():
@@ -52,7 +56,8 @@ def _publish(workdir: Path, out: Path, names: tuple[str, ...]) -> None:
             os.replace(workdir / name, out / name)
 
 
-def _workdir(out: Path, job_id: str) -> Path:
+def staging_dir(out: Path, job_id: str) -> Path:
+    """A fresh hidden folder beside ``out`` where a job's files are written before publishing."""
     out.parent.mkdir(parents=True, exist_ok=True)
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in job_id)[:40]
     workdir = out.parent / f".{out.name}.partial-{safe}"
@@ -61,7 +66,8 @@ def _workdir(out: Path, job_id: str) -> Path:
     return workdir
 
 
-def _dump(path: Path, data: Mapping[str, Any]) -> None:
+def dump_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as indented JSON."""
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
@@ -139,7 +145,7 @@ def write_brand_outputs(
     ``test_scores.csv`` (``id, score`` and, with several labels, ``score_<label>`` per label) is
     written when the models scored test rows.
     """
-    workdir = _workdir(out, result.job_id)
+    workdir = staging_dir(out, result.job_id)
     try:
         metrics = metrics_of(result)
         if result.scored_on == "test":
@@ -150,7 +156,7 @@ def write_brand_outputs(
                     scores[f"score_{model.label}"] = model.scores
             scores.to_csv(workdir / "test_scores.csv", index=False, float_format="%.6f")
         _plots(result, workdir)
-        _dump(
+        dump_json(
             workdir / "brand_model.json",
             {
                 "job_id": result.job_id,
@@ -165,7 +171,7 @@ def write_brand_outputs(
                 },
             },
         )
-        _dump(
+        dump_json(
             workdir / "model_card.json",
             {
                 "job_id": result.job_id,
@@ -188,8 +194,8 @@ def write_brand_outputs(
                 "consent": dict(consent) if consent else None,
             },
         )
-        _dump(workdir / "metrics.json", metrics)
-        _publish(workdir, out, BRAND_OUTPUTS)
+        dump_json(workdir / "metrics.json", metrics)
+        publish_files(workdir, out, BRAND_OUTPUTS)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return metrics
@@ -197,10 +203,10 @@ def write_brand_outputs(
 
 def write_partner_outputs(job: PartnerJob, out: Path) -> dict[str, Any]:
     """Write the partner's part of the models into ``out``; returns its summary."""
-    workdir = _workdir(out, job.job_id)
+    workdir = staging_dir(out, job.job_id)
     try:
         standardizer = job.standardizer
-        _dump(
+        dump_json(
             workdir / "partner_model.json",
             {
                 "job_id": job.job_id,
@@ -220,8 +226,8 @@ def write_partner_outputs(job: PartnerJob, out: Path) -> dict[str, Any]:
             "models": len(job.models),
             "seconds": round(time.time() - job.started, 3),
         }
-        _dump(workdir / "partner_summary.json", summary)
-        _publish(workdir, out, PARTNER_OUTPUTS)
+        dump_json(workdir / "partner_summary.json", summary)
+        publish_files(workdir, out, PARTNER_OUTPUTS)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return summary

@@ -12,8 +12,6 @@ last.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import time
 from collections.abc import Mapping
@@ -23,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from federated.artifacts import dump_json, publish_files, staging_dir
 from federated.lookalike import LookalikePartnerJob, LookalikeResult
 
 __all__ = [
@@ -40,25 +39,6 @@ PARTNER_LOOKALIKE_OUTPUTS = ("partner_summary.json", "audience.csv", "partner_mo
 """The partner's files; ``partner_summary.json`` is moved last."""
 
 
-def _workdir(out: Path, job_id: str) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in job_id)[:40]
-    workdir = out.parent / f".{out.name}.partial-{safe}"
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir()
-    return workdir
-
-
-def _publish(workdir: Path, out: Path, names: tuple[str, ...]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        if (out / name).exists() and not (workdir / name).exists():
-            (out / name).unlink()
-    for name in (*names[1:], names[0]):
-        if (workdir / name).exists():
-            os.replace(workdir / name, out / name)
-
-
 def peak_rss_mib() -> dict[str, float]:
     """Peak resident memory of this process and of its largest finished child (MiB, Linux)."""
     import resource
@@ -66,10 +46,6 @@ def peak_rss_mib() -> dict[str, float]:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"process": round(own, 1), "largest_child": round(children, 1)}
-
-
-def _dump(path: Path, data: Mapping[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def lookalike_summary(result: LookalikeResult) -> dict[str, Any]:
@@ -165,7 +141,7 @@ def write_brand_lookalike(
     result: LookalikeResult, out: Path, extra: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """Write the brand's results (plus ``extra`` top-level fields) into ``out``; returns them."""
-    workdir = _workdir(out, result.job.job_id)
+    workdir = staging_dir(out, result.job.job_id)
     try:
         summary = lookalike_summary(result) | dict(extra or {})
         _plot(result, workdir / "lookalike.png")
@@ -176,8 +152,8 @@ def write_brand_lookalike(
                 "score": result.holdout_scores,
             }
         ).to_csv(workdir / "holdout_scores.csv", index=False, float_format="%.6f")
-        _dump(workdir / "lookalike.json", summary)
-        _publish(workdir, out, BRAND_LOOKALIKE_OUTPUTS)
+        dump_json(workdir / "lookalike.json", summary)
+        publish_files(workdir, out, BRAND_LOOKALIKE_OUTPUTS)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return summary
@@ -191,7 +167,7 @@ def write_partner_audience(job: LookalikePartnerJob, out: Path) -> dict[str, Any
     """
     if job.audience_rows is None or job.population_scores is None or job.standardizer is None:
         raise ValueError("the job has no audience to write")
-    workdir = _workdir(out, job.job_id)
+    workdir = staging_dir(out, job.job_id)
     try:
         started = time.perf_counter()
         ids = job.train.ids
@@ -201,7 +177,7 @@ def write_partner_audience(job: LookalikePartnerJob, out: Path) -> dict[str, Any
             {name: ids.iloc[rows].to_numpy(), "score": job.population_scores[rows]}
         )
         audience.to_csv(workdir / "audience.csv", index=False, float_format="%.6f")
-        _dump(
+        dump_json(
             workdir / "partner_model.json",
             {
                 "job_id": job.job_id,
@@ -227,8 +203,8 @@ def write_partner_audience(job: LookalikePartnerJob, out: Path) -> dict[str, Any
             "seconds": round(time.time() - job.started, 3),
             "peak_rss_mib": peak_rss_mib(),
         }
-        _dump(workdir / "partner_summary.json", summary)
-        _publish(workdir, out, PARTNER_LOOKALIKE_OUTPUTS)
+        dump_json(workdir / "partner_summary.json", summary)
+        publish_files(workdir, out, PARTNER_LOOKALIKE_OUTPUTS)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return summary

@@ -45,7 +45,6 @@ from psi.wire import Role
 
 __all__ = ["FlowerBrandRunner", "PartnerRelay", "keys_text"]
 
-RUNNABLE = frozenset(JobKind)
 MODEL_KINDS = frozenset({JobKind.LEAD_SCORING, JobKind.LOOKALIKE})
 SCORES = "scores.csv"
 """lead_scoring: a 0-1 score per consented new lead per model, on the brand node only."""
@@ -229,9 +228,6 @@ class FlowerBrandRunner:
 
     def _run(self, node: PecNode, job: JobRecord) -> None:
         spec = JobSpec.model_validate(job.spec)
-        if spec.kind not in RUNNABLE:
-            _fail(node, job.job_id, f"job kind {spec.kind.value} cannot run over Flower yet")
-            return
         folder = node.job_dir(job.job_id)
         node.store.update(job.job_id, state=JobState.RUNNING, progress=0.1)
         model = spec.kind in MODEL_KINDS
@@ -348,9 +344,6 @@ class PartnerRelay:
     def start(self, node: PecNode, job: JobRecord) -> None:
         """Open an approved job for its PSI rounds (the :class:`JobRunner` hook)."""
         spec = JobSpec.model_validate(job.spec)
-        if spec.kind not in RUNNABLE:
-            _fail(node, job.job_id, f"job kind {spec.kind.value} cannot run over Flower yet")
-            return
         folder = node.job_dir(job.job_id)
         relay_job: RelayJob
         if spec.kind in MODEL_KINDS:
