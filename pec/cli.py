@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from rich.table import Table
 
 from consent.cli import app as consent_app
 from pec import __version__
+from pec.demo import DemoNode
 from pec.errors import PecError
 from pec.job_cli import app as job_app
 from pec.lookalike_cli import app as lookalike_app
@@ -44,20 +46,41 @@ def version() -> None:
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Where the data and job outputs go.")] = Path(
+    out: Annotated[Path, typer.Option(help="Where the data, node homes and report go.")] = Path(
         "pec-demo"
     ),
-    brand_rows: Annotated[int, typer.Option(min=100, help="Historical brand leads.")] = 10_000,
+    brand_rows: Annotated[int, typer.Option(min=1000, help="Historical brand leads.")] = 10_000,
     new_leads: Annotated[int, typer.Option(min=10, help="New leads to score.")] = 2_000,
-    partner_rows: Annotated[int, typer.Option(min=100, help="Partner people.")] = 30_000,
+    partner_rows: Annotated[int, typer.Option(min=2000, help="Partner people.")] = 30_000,
     seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 7,
-    key_bits: Annotated[int, typer.Option(min=1024, help="Paillier key size.")] = 2048,
+    key_bits: Annotated[
+        int, typer.Option(min=2048, max=4096, help="Paillier key size of the model jobs.")
+    ] = 2048,
+    keep_running: Annotated[
+        bool,
+        typer.Option(
+            "--keep-running",
+            help="Keep both nodes up after the report (until Ctrl-C) to explore their APIs; "
+            "their tokens go to DIR/tokens.json (owner-only).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Generate data and consent; run the six clean-room jobs; write report.html."""
+    """Run the six clean-room jobs between a brand node and a partner node; write report.html.
+
+    Generates data and both sides' consent, starts the two nodes as processes, submits every job
+    through the brand node's API, and stops the nodes at the end.
+    """
+    import signal
+
     from pec.demo import run_demo
 
     console = Console(stderr=True)
+
+    def stop_on_sigterm(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)  # through run_demo's finally: both nodes are stopped
+
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         with progress_bars(console) as on_progress:
             result = run_demo(
@@ -69,23 +92,24 @@ def demo(
                 key_bits=key_bits,
                 progress=on_progress,
                 announce=lambda line: console.print(f"[bold]pec demo[/] {line}", highlight=False),
+                hold=_hold(out, console) if keep_running else None,
             )
     except PecError as exc:
         raise fail(str(exc), 1) from None
     if as_json:
         typer.echo(json.dumps(result))
         return
-    table = Table(title="PEC demo: brand x partner clean room")
+    table = Table(title="PEC demo: brand node x partner node clean room")
     table.add_column("job")
     table.add_column("what the brand learns")
     table.add_column("result", justify="right")
     consent = result["consent"]["jobs"]
     table.add_row(
-        "consent",
-        "per job, the brand rows whose subject consented to the purpose for this partner",
+        "consent (both ledgers)",
+        "per job, the rows whose subject consented to the purpose for the other company",
         "; ".join(
-            f"{job} {c['tables']['brand_leads.csv']['kept']:,}/"
-            f"{c['tables']['brand_leads.csv']['rows']:,}"
+            f"{job} {c['rows_used']:,}/{c['brand_rows']:,} brand, "
+            f"{c['partner_rows_used']:,}/{c['partner_rows']:,} partner"
             for job, c in consent.items()
         ),
     )
@@ -113,7 +137,7 @@ def demo(
     table.add_row(
         "enrichment (labeled PSI)",
         "partner tags for its matched customers only",
-        f"{result['enriched_rows']:,} rows -> {result['outputs']['enrichment']}/left.csv",
+        f"{result['enriched_rows']:,} rows -> {result['outputs']['enrichment']}",
     )
     cells = ", ".join(
         f"{k} {'suppressed' if v is None else v}" for k, v in result["competitor_cells"].items()
@@ -126,14 +150,39 @@ def demo(
     table.add_row(
         "matching (partner learns)",
         "nothing; the partner gets the matched set for delivery",
-        f"{result['matched_partner_rows']:,} partner rows -> "
-        f"{result['outputs']['matching']}/right.csv",
+        f"{result['matched_partner_rows']:,} partner rows -> {result['outputs']['matching']}",
     )
     Console().print(table)
     Console().print(
-        f"invalid keys set aside: {result['invalid_keys']}; summary: {out}/demo.json; "
+        f"invalid keys set aside: {result['invalid_keys']}; manifests verified on both nodes: "
+        f"{'yes' if result['manifests_verified'] else 'NO'}; summary: {out}/demo.json; "
         f"report: {result['report']}"
     )
+
+
+def _hold(out: Path, console: Console) -> Callable[[DemoNode, DemoNode], None]:
+    """Keep the demo's nodes up until Ctrl-C, with their API tokens in an owner-only file."""
+    import os
+    import time
+
+    def hold(brand: DemoNode, partner: DemoNode) -> None:
+        tokens = out / "tokens.json"
+        fd = os.open(tokens, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump({n.role: {"url": n.url, **n.tokens} for n in (brand, partner)}, handle)
+        console.print(
+            f"[bold]pec demo[/] nodes running: brand {brand.url}/docs, partner {partner.url}/docs;"
+            f" bearer tokens in {tokens}. Ctrl-C stops them."
+        )
+        try:
+            while brand.proc is not None and brand.proc.poll() is None:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            tokens.unlink(missing_ok=True)
+
+    return hold
 
 
 @data_app.command("generate")
@@ -151,7 +200,7 @@ def data_generate(
     ] = 0.6,
     seed: Annotated[int, typer.Option()] = 7,
 ) -> None:
-    """Write brand leads, new leads, partner tags, consent events and truth.json, streamed."""
+    """Write brand leads, new leads, partner tags, both sides' consent events and truth.json."""
     from pec.datagen import DatasetSpec, generate_dataset
 
     try:
@@ -166,7 +215,8 @@ def data_generate(
     typer.echo(
         f"wrote {out}: {brand_leads:,} leads, {new_leads:,} new leads, "
         f"{partner_population:,} partner people ({truth['shared_people']:,} shared), "
-        f"{truth['consent_events']:,} consent events; base rates {truth['base_rates']}"
+        f"{truth['consent_events']:,} brand and {truth['partner_consent_events']:,} partner "
+        f"consent events; base rates {truth['base_rates']}"
     )
 
 

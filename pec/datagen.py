@@ -15,6 +15,9 @@ own, chunk by chunk, in constant memory, and always agrees with every other tabl
 * consent events (``brand_consent.csv``): grants per purpose for the partner as recipient, with
   refusals, withdrawals, expiries and grants to other recipients, in the consent ledger's import
   format;
+* the partner's consent events (``partner_consent.csv``): its people's grants per purpose for the
+  brand as recipient, with refusals and withdrawals, keyed by the partner's own ``person_id``
+  (the first column of ``partner_tags.csv``, unrelated to the brand's ``lead_id``);
 * ``truth.json``: sizes, overlaps, base rates and the coefficients of the planted signal.
 
 The outcomes depend mostly on the partner's tags (through the latent traits) and only weakly on
@@ -35,10 +38,15 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["DatasetSpec", "GeneratedTables", "generate_dataset", "generate_tables"]
+__all__ = [
+    "BRAND_ID", "PARTNER_ID", "DatasetSpec", "GeneratedTables", "generate_dataset",
+    "generate_tables",
+]  # fmt: skip
 
 PARTNER_ID = "partner-autodata"
+BRAND_ID = "brand-acme"
 OTHER_RECIPIENTS = ("partner-media", "partner-insurer")
+OTHER_BRANDS = ("brand-rival", "brand-bank")
 PURPOSES = (
     "marketing.lead_scoring",
     "marketing.lookalike",
@@ -273,6 +281,7 @@ def _partner_chunk(person: np.ndarray, spec: DatasetSpec) -> pd.DataFrame:
     electric = (_uniform(person, seed, 54) < 0.45).astype(int).astype(str)
     return pd.DataFrame(
         {
+            "person_id": _partner_subjects(person, seed),
             "mobile": phones,
             "email": emails,
             "income_level": income.astype(int),
@@ -289,8 +298,30 @@ def _partner_chunk(person: np.ndarray, spec: DatasetSpec) -> pd.DataFrame:
     )
 
 
-def _consent_chunk(person: np.ndarray, spec: DatasetSpec) -> pd.DataFrame:
-    """Consent events of the brand's leads, in the ledger's import format."""
+def _partner_subjects(person: np.ndarray, seed: int) -> np.ndarray:
+    """The partner's own subject ids: an affine bijection on 10^10, unrelated to ``lead_id``."""
+    code = (person.astype(np.int64) * 2_654_435_761 + 1_000_003 * (seed % 1000 + 1)) % 10**10
+    return np.char.add("P", np.char.zfill(code.astype(str), 10))
+
+
+@dataclass(frozen=True)
+class _ConsentSide:
+    """Whose consent events: the subject ids, the recipient they grant, the notice, id prefix."""
+
+    prefix: str
+    recipient: str
+    others: tuple[str, str]
+    notice: str
+
+
+_BRAND_SIDE = _ConsentSide("ev", PARTNER_ID, OTHER_RECIPIENTS, "brand-privacy-notice")
+_PARTNER_SIDE = _ConsentSide("pe", BRAND_ID, OTHER_BRANDS, "partner-data-sharing-notice")
+
+
+def _consent_chunk(
+    person: np.ndarray, subjects: list[str], spec: DatasetSpec, side: _ConsentSide
+) -> pd.DataFrame:
+    """Consent events of one side's people, in the ledger's import format."""
     import pandas as pd
 
     seed = spec.seed
@@ -300,27 +331,26 @@ def _consent_chunk(person: np.ndarray, spec: DatasetSpec) -> pd.DataFrame:
     u_day = _uniform(person, seed, 62)
     u_other = _uniform(person, seed, 63)
     u_expired = _uniform(person, seed, 64)
-    for i, pid in enumerate(person.tolist()):
-        subject = f"L{pid:09d}"
+    for i, (pid, subject) in enumerate(zip(person.tolist(), subjects, strict=True)):
         granted_at = _EPOCH + timedelta(days=int(u_day[i] * 200), seconds=pid % 86_400)
         if u_kind[i] < spec.refuse_rate:
-            action, recipient = "refuse", PARTNER_ID
+            action, recipient = "refuse", side.recipient
         elif u_kind[i] < spec.refuse_rate + 0.08:
-            action, recipient = "grant", OTHER_RECIPIENTS[int(u_other[i] * 2) % 2]
+            action, recipient = "grant", side.others[int(u_other[i] * 2) % 2]
         else:
-            action, recipient = "grant", PARTNER_ID
+            action, recipient = "grant", side.recipient
         valid_until = granted_at + timedelta(days=365 if u_expired[i] > 0.03 else 30)
         for n, purpose in enumerate(PURPOSES):
             rows.append(
                 {
-                    "event_id": f"ev-{pid:09d}-{n}",
+                    "event_id": f"{side.prefix}-{pid:09d}-{n}",
                     "subject_id": subject,
                     "action": action,
                     "purpose": purpose,
                     "recipient": recipient,
                     "data_categories": _CATEGORIES_MODEL if n < 2 else _CATEGORIES_MATCH,
                     "legal_basis": "consent",
-                    "notice_id": "brand-privacy-notice",
+                    "notice_id": side.notice,
                     "notice_version": "3",
                     "method": "web_form" if pid % 3 else "app",
                     "occurred_at": granted_at.isoformat(),
@@ -328,17 +358,30 @@ def _consent_chunk(person: np.ndarray, spec: DatasetSpec) -> pd.DataFrame:
                     "jurisdiction": "CN",
                 }
             )
-        if action == "grant" and recipient == PARTNER_ID and u_withdraw[i] < spec.withdraw_rate:
+        if action == "grant" and recipient == side.recipient and u_withdraw[i] < spec.withdraw_rate:
             rows.append(
                 rows[-len(PURPOSES)]
                 | {
-                    "event_id": f"ev-{pid:09d}-w",
+                    "event_id": f"{side.prefix}-{pid:09d}-w",
                     "action": "withdraw",
                     "occurred_at": (granted_at + timedelta(days=40)).isoformat(),
                     "valid_until": "",
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _brand_consent(person: np.ndarray, spec: DatasetSpec) -> pd.DataFrame:
+    subjects = np.char.add("L", np.char.zfill(person.astype(str), 9)).tolist()
+    return _consent_chunk(person, subjects, spec, _BRAND_SIDE)
+
+
+def _partner_consent(rows: np.ndarray, spec: DatasetSpec) -> pd.DataFrame:
+    person = _partner_people(rows, spec)
+    # the partner's people decide independently of their choices as the brand's leads
+    draws = person + np.int64(10**9)
+    return _consent_chunk(draws, _partner_subjects(person, spec.seed).tolist(), spec,
+                          _PARTNER_SIDE)  # fmt: skip
 
 
 def _partner_people(rows: np.ndarray, spec: DatasetSpec) -> np.ndarray:
@@ -376,9 +419,10 @@ def generate_dataset(
             spec.partner_population,
             lambda rows: _partner_chunk(_partner_people(rows, spec), spec),
         ),
-        ("brand_consent.csv", brand_people, lambda rows: _consent_chunk(rows, spec)),
+        ("brand_consent.csv", brand_people, lambda rows: _brand_consent(rows, spec)),
+        ("partner_consent.csv", spec.partner_population, lambda rows: _partner_consent(rows, spec)),
     ]
-    consent_events = 0
+    events = {"brand_consent.csv": 0, "partner_consent.csv": 0}
     for name, total, make in tables:
         partial = out / f".{name}.partial"
         with partial.open("w", encoding="utf-8", newline="") as handle:
@@ -388,8 +432,8 @@ def generate_dataset(
                 if name == "brand_leads.csv":
                     for label in counts:
                         counts[label] += int(frame[label].sum())
-                if name == "brand_consent.csv":
-                    consent_events += len(frame)
+                if name in events:
+                    events[name] += len(frame)
                 report(name, int(rows[-1]) + 1, total)
         partial.replace(out / name)
     truth = {
@@ -397,8 +441,10 @@ def generate_dataset(
         "brand_people": brand_people,
         "shared_people": int(brand_people * spec.overlap),
         "partner_id": PARTNER_ID,
+        "brand_id": BRAND_ID,
         "base_rates": {k: round(v / max(spec.brand_leads, 1), 4) for k, v in counts.items()},
-        "consent_events": consent_events,
+        "consent_events": events["brand_consent.csv"],
+        "partner_consent_events": events["partner_consent.csv"],
         "signal": TRUTH,
         "notes": "outcomes depend on latent traits seen mostly through the partner's tags",
     }

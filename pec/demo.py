@@ -1,55 +1,65 @@
-"""``pec demo``: what a newcomer runs first.
+"""``pec demo``: what a newcomer runs first — two nodes, six clean-room jobs between them.
 
 1. Generates a dataset (:mod:`pec.datagen`): the brand's historical leads with outcomes, its new
-   leads, the partner's tag table and the brand's consent events.
-2. Imports the consent events into the brand's ledger (``DIR/brand-node``) and, for each job,
-   cuts the brand's input down to the cohort consented for the job's purpose and the partner as
-   recipient (:func:`consent.cut.cut_tables`); exclusions are counted per reason.
-3. Runs the clean-room jobs, each between two party processes that exchange only protocol
-   messages:
+   leads, the partner's tag table, and both sides' consent events.
+2. Sets up two node homes (``DIR/brand-node``, ``DIR/partner-node``), each with its own identity,
+   SQLite databases and consent ledger: the brand registers its leads, new leads and lost leads,
+   the partner its people with the feature columns it lets models use and a policy granting the
+   brand the six jobs. Each side imports its consent events into its own ledger and verifies it.
+3. Starts both nodes as separate OS processes (``pec node start``, loopback only, fresh API
+   tokens that exist only in the processes' environment), then submits the six jobs through the
+   brand node's HTTP API, one after the other, and follows their progress:
 
    * overlap: PSI cardinality on phone OR email; neither side learns any row;
-   * lead scoring: vertical federated logistic regression over a Flower deployment (SuperLink,
-     SuperNode, the partner's own process), Paillier-encrypted gradients; "speed" and "revenue"
-     models, then a 0-1 score per new lead per model (:mod:`federated.scoring`);
+   * lead scoring: "speed" and "revenue" models, vertical federated logistic regression over the
+     nodes' Flower deployment with Paillier-encrypted gradients, then a 0-1 score per consented
+     new lead per model, written to the brand's ``lead_scores`` table;
    * lookalike: a model on the partner's tags trained with the brand's "premium" outcome as the
      seed; the partner scores its population, the brand sees the score distribution and takes
      the best tenth of the people it does not have; the audience stays with the partner;
-   * enrichment: labeled PSI; the brand receives the partner's tags for its matched customers;
+   * enrichment: labeled PSI; the brand receives the partner's allowed tags for its matched
+     customers;
    * aggregate: of the brand's lost leads, how many bought which competitor brand (PSI +
      Paillier; small cells suppressed);
    * matching: only the partner (media side) learns the matched set, for delivery.
-4. Writes ``demo.json``, one audit manifest per job (``DIR/<job>/manifest.json``) and a
-   self-contained ``report.html`` (:mod:`pec.report`).
 
-Each job's outputs are in their own folder under ``DIR``. The expected overlap is recomputed from
-the plaintext tables (which only a demo has side by side) and printed next to the PSI's answer.
+   Every node cuts its input to the cohort its own ledger consents for the job's purpose and the
+   other side as recipient; the partner checks each proposal against its policy.
+4. Collects each job's audit manifest from both nodes and has each node verify its own cohorts
+   against its ledger; writes ``demo.json``, ``manifests/<job>.json`` and a self-contained
+   ``report.html`` (:mod:`pec.report`) that reads the nodes' job folders; stops both nodes.
+
+The expected overlap is recomputed from the two consented inputs in plaintext (which only a demo
+has side by side) and printed next to the PSI's answer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import secrets
 import shutil
-from collections.abc import Callable
-from datetime import UTC, datetime
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from consent.cut import ConsentedTables, cut_tables
-from consent.ledger import ConsentLedger
-from pec.aggregate_local import AggregateOptions, run_aggregate_local
-from pec.datagen import PARTNER_ID, DatasetSpec, generate_dataset
-from pec.psi_local import KeyPair, PsiLocalOptions, run_psi_local
-from pec.vfl_local import VflLocalOptions, run_vfl_local
+from pec.errors import PecError
 from psi.normalize import KeyKind, NormalizationRules, normalize_column
-from psi.protocol import Reveal
 
-__all__ = ["JOB_PURPOSES", "expected_overlap", "run_demo"]
+__all__ = [
+    "BRAND_FEATURES", "JOB_PURPOSES", "PARTNER_FEATURES", "DemoNode", "expected_overlap",
+    "run_demo",
+]  # fmt: skip
 
-_KEYS = (KeyPair("phone", "mobile", KeyKind.PHONE), KeyPair("email", "email", KeyKind.EMAIL))
 JOB_PURPOSES = {
     "overlap": "analytics.overlap",
     "lead_scoring": "marketing.lead_scoring",
@@ -58,7 +68,7 @@ JOB_PURPOSES = {
     "aggregate": "analytics.aggregate",
     "matching": "third_party.matching",
 }
-"""The purpose each job's brand input is consented for (recipient: the partner)."""
+"""The purpose each job is consented for (the brand's leads for the partner, and back)."""
 BRAND_FEATURES = ("web_visits", "test_drive", "days_since_contact")
 PARTNER_FEATURES = (
     "income_level", "car_insurance", "insurance_claims", "car_transactions", "car_app_minutes",
@@ -66,6 +76,13 @@ PARTNER_FEATURES = (
 LABELS = ("speed", "revenue")
 SEED_LABEL = "premium"
 ENRICHMENT_TAGS = ("income_level", "car_insurance")
+AGGREGATE_GROUP = "competitor_brand"
+MIN_CELL = 20
+_PAIRS = (("phone", "mobile", KeyKind.PHONE), ("email", "email", KeyKind.EMAIL))
+_ANY_KEY = [{"brand": b, "partner": p, "kind": k.value} for b, p, k in _PAIRS]
+_PHONE = _ANY_KEY[:1]
+_READY_SECONDS = 120.0
+_JOB_SECONDS = 900.0
 
 Progress = Callable[[str, str, int, int], None]
 
@@ -74,50 +91,305 @@ def expected_overlap(brand: pd.DataFrame, partner: pd.DataFrame) -> int:
     """Brand rows that share a valid phone or email with some partner row (plaintext check)."""
     rules = NormalizationRules()
     hit = pd.Series(False, index=range(len(brand)))
-    for key in _KEYS:
-        mine = normalize_column(brand[key.left], key.kind, rules).values.reset_index(drop=True)
-        theirs = set(normalize_column(partner[key.right], key.kind, rules).values.dropna())
+    for mine_col, theirs_col, kind in _PAIRS:
+        mine = normalize_column(brand[mine_col], kind, rules).values.reset_index(drop=True)
+        theirs = set(normalize_column(partner[theirs_col], kind, rules).values.dropna())
         hit |= mine.isin(theirs) & mine.notna()
     return int(hit.sum())
 
 
-def _digest(path: Path) -> dict[str, Any]:
-    sha = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return {"sha256": sha.hexdigest(), "bytes": path.stat().st_size}
+@dataclass
+class DemoNode:
+    """One node of the demo: its home, API and the process running it."""
+
+    name: str
+    role: str
+    home: Path
+    port: int
+    log: Path
+    tokens: dict[str, str] = field(default_factory=dict, repr=False)
+    """Role -> bearer token; fresh per run, held only here and in the node's environment."""
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The node's API on loopback."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def headers(self, role: str) -> dict[str, str]:
+        """The bearer header of one of the node's roles."""
+        return {"Authorization": f"Bearer {self.tokens[role]}"}
+
+    def start(self) -> None:
+        """Start ``pec node start`` for this home in its own process group."""
+        digests = {hashlib.sha256(t.encode()).hexdigest(): r for r, t in self.tokens.items()}
+        bin_dir = str(Path(sys.executable).parent)
+        env = os.environ | {
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PEC_API_TOKENS": json.dumps(digests),
+            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.2",
+        }
+        env.pop("PEC_API_CONSENT_DB", None)
+        env.pop("PEC_API_NODE_DB", None)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pec", "node", "start", "--home", str(self.home),
+                 "--job-timeout", str(int(_JOB_SECONDS))],
+                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=self.home,
+            )  # fmt: skip
+
+    def wait_ready(self, timeout: float = _READY_SECONDS) -> None:
+        """Wait for ``/health``; the node's last log line in the error if it stops or stalls."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                raise PecError(f"the {self.role} node stopped while starting: {self._last_log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.3)
+        raise PecError(f"the {self.role} node did not answer within {timeout:.0f} s ({self.log})")
+
+    def stop(self) -> None:
+        """SIGTERM the node's process group (it stops its Flower processes), then SIGKILL."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    def _last_log(self) -> str:
+        try:
+            lines = self.log.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "no log"
+        return lines[-1][:300] if lines else "no output"
 
 
-def _manifest(
-    job: str,
-    folder: Path,
-    consented: ConsentedTables,
-    settings: dict[str, Any],
-    started: datetime,
-    summary: dict[str, Any],
+def _stop_leftovers(out: Path) -> None:
+    """Stop nodes a previous, killed run of the demo in ``out`` left running (by recorded PID)."""
+    record = out / "nodes.json"
+    try:
+        pids = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return
+    for home, pid in pids.items():
+        try:
+            cmdline = Path(f"/proc/{int(pid)}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if b"node" in cmdline and home.encode() in cmdline:  # not a reused PID
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(pid), signal.SIGTERM)
+            for _ in range(100):
+                if not Path(f"/proc/{int(pid)}").exists():
+                    break
+                time.sleep(0.2)
+    record.unlink(missing_ok=True)
+
+
+def _policy(brand: str) -> str:
+    """The partner's policy: the six jobs for this brand, with their outputs and minimums."""
+    outputs = ["count", "per_key", "metrics", "scores", "distribution", "audience_size",
+               *[f"tags:{t}" for t in ENRICHMENT_TAGS], f"aggregate:{AGGREGATE_GROUP}"]  # fmt: skip
+    return (
+        "# written by pec demo: what this partner lets the brand do\n"
+        "[[grants]]\n"
+        f'brand = "{brand}"\n'
+        f"purposes = {json.dumps(sorted(set(JOB_PURPOSES.values())))}\n"
+        f"job_kinds = {json.dumps(list(JOB_PURPOSES))}\n"
+        f"outputs = {json.dumps(outputs)}\n"
+        "min_cohort = 200\n"
+        "min_overlap = 100\n"
+        f"min_cell = {MIN_CELL}\n"
+    )
+
+
+def _homes(out: Path, data: Path) -> tuple[DemoNode, DemoNode]:
+    """Two fresh node homes that know each other, with datasets, policy and free ports."""
+    from parties.config import Dataset, NodeConfig, NodeRole, Peer, init_node
+    from parties.identity import NodeIdentity
+    from parties.local_flower import free_port
+    from pec.datagen import BRAND_ID, PARTNER_ID
+
+    nodes = {}
+    for name, role in ((BRAND_ID, "brand"), (PARTNER_ID, "partner")):
+        home = out / f"{role}-node"
+        shutil.rmtree(home, ignore_errors=True)
+        port = free_port()
+        init_node(home, name, NodeRole(role), api_port=port)
+        tokens = {r: secrets.token_urlsafe(24) for r in ("modeler", "compliance")}
+        nodes[role] = DemoNode(name, role, home, port, out / "logs" / f"{role}-node.log", tokens)
+    brand, partner = nodes["brand"], nodes["partner"]
+    superlink = f"127.0.0.1:{free_port()}"
+    for me, peer in ((brand, partner), (partner, brand)):
+        config = NodeConfig.load(me.home)
+        config.add_peer(Peer(name=peer.name, role=NodeRole(peer.role), address=peer.url,
+                             public_key=NodeIdentity.load(peer.home).public_text))  # fmt: skip
+        config.flower.superlink = superlink
+        if me is brand:
+            tables = (("leads", "brand_leads.csv"), ("new_leads", "brand_new_leads.csv"),
+                      ("lost_leads", "brand_lost_leads.csv"))  # fmt: skip
+            for dataset, file in tables:
+                config.datasets[dataset] = Dataset(path=str(data / file), subject_column="lead_id")
+        else:
+            config.datasets["people"] = Dataset(path=str(data / "partner_tags.csv"),
+                                                subject_column="person_id",
+                                                features=list(PARTNER_FEATURES))  # fmt: skip
+        config.save(me.home)
+    (partner.home / "policy.toml").write_text(_policy(brand.name))
+    return brand, partner
+
+
+def _import_consent(home: Path, events: Path) -> dict[str, Any]:
+    """Import one side's consent events into its node's ledger (atomic) and verify the ledger."""
+    from consent.ledger import ConsentLedger
+
+    ledger = ConsentLedger.open(home)
+    try:
+        imported = ledger.import_file(events)
+        verified = ledger.verify()
+    finally:
+        ledger.close()
+    return {"events": imported.appended, "verified": verified.ok,
+            "tree_size": verified.entries_checked}  # fmt: skip
+
+
+def _specs(brand: DemoNode, partner: DemoNode, key_bits: int,
+           audience_size: int) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """The six job specs, as a modeler would write them (datasets by name, never paths)."""
+    common = {"partner": partner.name, "brand_dataset": "leads", "partner_dataset": "people"}
+    return {
+        "overlap": common | {"kind": "overlap", "keys": _ANY_KEY, "outputs": ["count", "per_key"]},
+        "lead_scoring": common | {
+            "kind": "lead_scoring", "keys": _PHONE, "labels": list(LABELS),
+            "features": list(BRAND_FEATURES), "score_dataset": "new_leads",
+            "scores_table": "lead_scores", "outputs": ["metrics", "scores"], "key_bits": key_bits,
+        },
+        "lookalike": common | {
+            "kind": "lookalike", "keys": _PHONE, "labels": [SEED_LABEL],
+            "audience_size": audience_size, "min_cell": MIN_CELL, "key_bits": key_bits,
+            "outputs": ["distribution", "audience_size", "metrics"],
+        },
+        "enrichment": common | {
+            "kind": "enrichment", "keys": _ANY_KEY,
+            "outputs": [f"tags:{t}" for t in ENRICHMENT_TAGS],
+        },
+        "aggregate": common | {
+            "kind": "aggregate", "brand_dataset": "lost_leads", "keys": _PHONE,
+            "outputs": [f"aggregate:{AGGREGATE_GROUP}"], "min_cell": MIN_CELL,
+        },
+        "matching": common | {"kind": "matching", "keys": _ANY_KEY, "outputs": ["count"]},
+    }  # fmt: skip
+
+
+def _get(node: DemoNode, path: str, role: str) -> dict[str, Any]:
+    import httpx
+
+    answer = httpx.get(f"{node.url}{path}", headers=node.headers(role), timeout=60)
+    if answer.status_code != 200:
+        raise PecError(f"the {node.role} node answered {answer.status_code} to GET {path}")
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def _wait_ended(node: DemoNode, job_id: str, on_progress: Callable[[float], None],
+                timeout: float) -> dict[str, Any]:  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = _get(node, f"/jobs/{job_id}", "compliance")
+        on_progress(float(job.get("progress") or 0.0))
+        if job["state"] in ("completed", "failed", "rejected"):
+            return job
+        if node.proc is not None and node.proc.poll() is not None:
+            raise PecError(f"the {node.role} node stopped during job {job_id} ({node.log})")
+        time.sleep(0.5)
+    raise PecError(f"job {job_id} did not end within {timeout:.0f} s on the {node.role} node")
+
+
+def _run_job(
+    brand: DemoNode, partner: DemoNode, name: str, spec: dict[str, Any], note: Progress
 ) -> dict[str, Any]:
-    """The job's audit record: purpose, consent snapshot and exclusions, settings, outputs."""
-    outputs = {
-        str(p.relative_to(folder)): _digest(p)
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and "input" not in p.relative_to(folder).parts and p.name != "manifest.json"
+    """Submit one job to the brand node, follow it to its end, collect both sides' records."""
+    import httpx
+
+    started = time.monotonic()
+    answer = httpx.post(f"{brand.url}/jobs", json=spec, headers=brand.headers("modeler"),
+                        timeout=300)  # fmt: skip
+    if answer.status_code not in (200, 201):
+        raise PecError(f"job {name}: the brand node refused it ({answer.status_code}: "
+                       f"{answer.text[:300]})")  # fmt: skip
+    job_id = str(answer.json()["job_id"])
+    job = _wait_ended(brand, job_id, lambda f: note("jobs", name, int(f * 100), 100),
+                      _JOB_SECONDS + 60)  # fmt: skip
+    if job["state"] != "completed":
+        raise PecError(f"job {name} ({job_id}) {job['state']}: {job.get('reason')}")
+    theirs = _wait_ended(partner, job_id, lambda f: None, 120)
+    if theirs["state"] != "completed":
+        raise PecError(f"job {name} ({job_id}) {theirs['state']} at the partner: "
+                       f"{theirs.get('reason')}")  # fmt: skip
+    seconds = round(time.monotonic() - started, 1)
+    result = _get(brand, f"/jobs/{job_id}/result", "modeler")
+    return {
+        "job_id": job_id,
+        "seconds": seconds,
+        "outputs": result["outputs"],
+        "metrics": result["metrics"],
+        "partner_outputs": _get(partner, f"/jobs/{job_id}/result", "modeler")["outputs"],
+        "brand_folder": str(brand.home / "jobs" / job_id),
+        "partner_folder": str(partner.home / "jobs" / job_id),
+        "manifest": _get(brand, f"/jobs/{job_id}/manifest", "compliance"),
+        "partner_manifest": _get(partner, f"/jobs/{job_id}/manifest", "compliance"),
+        "verification": {
+            "brand": _get(brand, f"/jobs/{job_id}/manifest/verify", "compliance"),
+            "partner": _get(partner, f"/jobs/{job_id}/manifest/verify", "compliance"),
+        },
     }
-    manifest = {
-        "type": "pec.demo.job.manifest",
-        "job": job,
-        "purpose": JOB_PURPOSES[job],
-        "brand": "brand (demo)",
-        "partner": PARTNER_ID,
-        "consent": consented.summary(),
-        "settings": settings,
-        "outputs": outputs,
-        "seconds": summary.get("seconds_end_to_end", summary.get("seconds")),
-        "started_at": started.isoformat(),
-        "finished_at": datetime.now(UTC).isoformat(),
+
+
+@contextlib.contextmanager
+def _running(out: Path, nodes: tuple[DemoNode, DemoNode]) -> Iterator[None]:
+    """Both nodes up for the block, stopped by PID afterwards whatever happens."""
+    try:
+        for node in reversed(nodes):  # the partner first: its SuperNode waits for the SuperLink
+            node.start()
+        (out / "nodes.json").write_text(
+            json.dumps({str(n.home): n.proc.pid for n in nodes if n.proc is not None})
+        )
+        for node in nodes:
+            node.wait_ready()
+        yield
+    finally:
+        for node in nodes:
+            node.stop()
+        (out / "nodes.json").unlink(missing_ok=True)
+
+
+def _cohorts(record: dict[str, Any]) -> dict[str, Any]:
+    """What a job's consent cut kept and excluded, on each side (from the brand's manifest)."""
+    cohorts = record["manifest"]["cohorts"]
+    brand, partner = cohorts.get("brand", {}), cohorts.get("partner", {})
+    return {
+        "purpose": brand.get("purpose"),
+        "eligible": brand.get("eligible"),
+        "excluded": brand.get("excluded", {}),
+        "brand_rows": brand.get("dataset_rows"),
+        "rows_used": brand.get("input_rows"),
+        "partner_rows": partner.get("dataset_rows"),
+        "partner_rows_used": partner.get("input_rows"),
+        "tree_head": brand.get("tree_head"),
+        "verified": all(v["ok"] for v in record["verification"].values()),
     }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
 
 
 def run_demo(
@@ -130,180 +402,146 @@ def run_demo(
     key_bits: int = 2048,
     progress: Progress | None = None,
     announce: Callable[[str], None] = lambda line: None,
+    hold: Callable[[DemoNode, DemoNode], None] | None = None,
 ) -> dict[str, Any]:
-    """Generate the data, import consent, run the jobs, write the report; returns the summary."""
+    """Generate the data, set up and start both nodes, run the six jobs, write the report.
+
+    ``hold`` is called with both nodes still running once the report is written (``pec demo
+    --keep-running``); they are stopped when it returns. Returns the summary (``demo.json``).
+
+    Raises:
+        PecError: a node did not start, or a job was refused or failed (the reason names it).
+    """
+    from pec.datagen import DatasetSpec, generate_dataset
+
     note = progress or (lambda role, stage, done, total: None)
     out.mkdir(parents=True, exist_ok=True)
+    _stop_leftovers(out)
+    for stale in ("demo.json", "report.html"):  # a failed run leaves nothing that looks complete
+        (out / stale).unlink(missing_ok=True)
+    shutil.rmtree(out / "manifests", ignore_errors=True)
     data = out / "data"
     spec = DatasetSpec(
         brand_leads=brand_rows, new_leads=new_leads, partner_population=partner_rows, seed=seed
     )
     truth = generate_dataset(spec, data, progress=lambda t, d, n: note("data", t, d, n))
-    partner_csv = data / "partner_tags.csv"
+    leads = pd.read_csv(data / "brand_leads.csv", dtype=str, keep_default_na=False)
+    leads[leads["lost"] == "1"].to_csv(data / "brand_lost_leads.csv", index=False)
     announce(
         f"generated {brand_rows:,} brand leads, {new_leads:,} new leads, {partner_rows:,} partner "
-        f"people and {truth['consent_events']:,} consent events in {data}"
+        f"people and {truth['consent_events'] + truth['partner_consent_events']:,} consent "
+        f"events in {data}"
     )
-
-    # the brand's consent ledger: a fresh node home per demo run
-    home = out / "brand-node"
-    shutil.rmtree(home, ignore_errors=True)
-    home.mkdir()
-    ledger = ConsentLedger.open(home)
-    try:
-        imported = ledger.import_file(data / "brand_consent.csv")
-        verified = ledger.verify()
-        announce(
-            f"consent ledger: {imported.appended:,} events imported, verified "
-            f"({'ok' if verified.ok else 'FAILED'}), tree size {verified.entries_checked:,}"
-        )
-        consents: dict[str, ConsentedTables] = {}
-        for job, purpose in JOB_PURPOSES.items():
-            sources = [(data / "brand_leads.csv", out / job / "input" / "brand_leads.csv")]
-            if job == "lead_scoring":
-                sources.append(
-                    (data / "brand_new_leads.csv", out / job / "input" / "brand_new_leads.csv")
-                )
-            consents[job] = cut_tables(ledger, purpose, PARTNER_ID, sources, "lead_id")
-    finally:
-        ledger.close()
-    partner = pd.read_csv(partner_csv, dtype=str, keep_default_na=False)
-    summaries: dict[str, Any] = {}
-    manifests: dict[str, Any] = {}
-
-    def finish(job: str, settings: dict[str, Any], started: datetime, summary: Any) -> None:
-        summaries[job] = summary
-        manifests[job] = _manifest(job, out / job, consents[job], settings, started, summary)
-
-    # 1. overlap
-    started = datetime.now(UTC)
-    brand_in = out / "overlap" / "input" / "brand_leads.csv"
-    expected = expected_overlap(pd.read_csv(brand_in, dtype=str, keep_default_na=False), partner)
-    announce(f"job overlap: PSI cardinality on phone OR email (expected {expected:,})")
-    overlap = run_psi_local(brand_in, partner_csv, out / "overlap" / "result",
-                            PsiLocalOptions(keys=_KEYS, reveal=Reveal.COUNT),
-                            progress=note)  # fmt: skip
-    finish("overlap", {"keys": "phone OR email", "reveal": "count"}, started, overlap)
-
-    # 2. lead scoring
-    started = datetime.now(UTC)
-    folder = out / "lead_scoring"
-    announce("job lead_scoring: VFL over Flower + Paillier, models speed and revenue")
-    options = VflLocalOptions(
-        id_column="phone", partner_id_column="mobile", id_kind="phone", labels=LABELS,
-        brand_features=BRAND_FEATURES, partner_features=PARTNER_FEATURES, key_bits=key_bits,
-        seed=seed,
-    )  # fmt: skip
-    new_in = folder / "input" / "brand_new_leads.csv"
-    metrics = run_vfl_local(
-        folder / "input" / "brand_leads.csv", partner_csv, folder / "result", options,
-        test_brand=new_in, test_partner=partner_csv, progress=note,
-    )  # fmt: skip
-    from federated.scoring import score_all_leads
-
-    new = pd.read_csv(new_in, dtype=str, keep_default_na=False)
-    scores = score_all_leads(folder / "result", new, "phone", keep=("lead_id",))
-    scores.to_csv(folder / "result" / "new_lead_scores.csv", index=False)
-    metrics["new_leads_scored"] = len(scores)
-    metrics["new_leads_matched"] = int(scores["matched"].sum())
-    finish("lead_scoring", {"labels": list(LABELS), "brand_features": list(BRAND_FEATURES),
-                            "partner_features": list(PARTNER_FEATURES), "key_bits": key_bits,
-                            "id": "phone"}, started, metrics)  # fmt: skip
-
-    # 3. lookalike: the brand's premium buyers as the seed, the best tenth of the partner's people
-    started = datetime.now(UTC)
-    from federated.lookalike import AudienceChoice
-    from pec.lookalike_local import LookalikeLocalOptions, run_lookalike_local
-
+    brand, partner = _homes(out, data)
+    consent = {
+        "brand": _import_consent(brand.home, data / "brand_consent.csv"),
+        "partner": _import_consent(partner.home, data / "partner_consent.csv"),
+    }
+    for side, c in consent.items():
+        announce(f"{side} node ledger: {c['events']:,} consent events imported, verified "
+                 f"({'ok' if c['verified'] else 'FAILED'})")  # fmt: skip
     audience_size = max(partner_rows // 10, 1)
-    announce(f"job lookalike: seed = {SEED_LABEL} buyers, audience of {audience_size:,}")
-    lookalike_options = LookalikeLocalOptions(
-        id_column="phone", partner_id_column="mobile", id_kind="phone", label=SEED_LABEL,
-        audience=AudienceChoice(size=audience_size), partner_features=PARTNER_FEATURES,
-        key_bits=key_bits, seed=seed,
-    )  # fmt: skip
-    lookalike = run_lookalike_local(
-        out / "lookalike" / "input" / "brand_leads.csv", partner_csv,
-        out / "lookalike" / "result", lookalike_options, progress=note,
-    )  # fmt: skip
-    finish("lookalike", {"label": SEED_LABEL, "audience_size": audience_size,
-                         "partner_features": list(PARTNER_FEATURES), "key_bits": key_bits},
-           started, lookalike)  # fmt: skip
+    specs = _specs(brand, partner, key_bits, audience_size)
+    for job, spec_ in specs.items():
+        spec_["purpose"] = JOB_PURPOSES[job]
+    records: dict[str, dict[str, Any]] = {}
+    with _running(out, (brand, partner)):
+        announce(f"brand node {brand.name} on {brand.url}, partner node {partner.name} on "
+                 f"{partner.url} (logs in {out / 'logs'})")  # fmt: skip
+        for job, spec_ in specs.items():
+            announce(f"job {job}: submitted to the brand node ({JOB_PURPOSES[job]})")
+            records[job] = _run_job(brand, partner, job, spec_, note)
+            announce(f"job {job}: completed in {records[job]['seconds']:.0f} s "
+                     f"({records[job]['job_id']})")  # fmt: skip
+        result = _summary(out, records, consent, brand, partner, brand_rows=brand_rows,
+                          new_leads=new_leads, partner_rows=partner_rows)  # fmt: skip
+        if hold is not None:
+            hold(brand, partner)
+    return result
 
-    # 4. enrichment
-    started = datetime.now(UTC)
-    announce(f"job enrichment: labeled PSI, tags {', '.join(ENRICHMENT_TAGS)}")
-    enrichment = run_psi_local(
-        out / "enrichment" / "input" / "brand_leads.csv", partner_csv,
-        out / "enrichment" / "result",
-        PsiLocalOptions(keys=_KEYS, reveal=Reveal.LEFT, payload=ENRICHMENT_TAGS), progress=note,
-    )  # fmt: skip
-    finish("enrichment", {"keys": "phone OR email", "tags": list(ENRICHMENT_TAGS)}, started,
-           enrichment)  # fmt: skip
 
-    # 5. aggregate over the brand's lost leads
-    started = datetime.now(UTC)
-    announce("job aggregate: lost leads x competitor brand")
-    agg_in = out / "aggregate" / "input"
-    leads = pd.read_csv(agg_in / "brand_leads.csv", dtype=str, keep_default_na=False)
-    leads[leads["lost"] == "1"].to_csv(agg_in / "brand_lost_leads.csv", index=False)
-    aggregate = run_aggregate_local(
-        agg_in / "brand_lost_leads.csv", partner_csv, out / "aggregate" / "result",
-        AggregateOptions(key=_KEYS[0], group="competitor_brand", min_cell=20, key_bits=key_bits),
-    )  # fmt: skip
-    finish("aggregate", {"key": "phone", "group": "competitor_brand", "min_cell": 20}, started,
-           aggregate)  # fmt: skip
-
-    # 6. matching
-    started = datetime.now(UTC)
-    announce("job matching: only the partner learns the matched set")
-    matching = run_psi_local(
-        out / "matching" / "input" / "brand_leads.csv", partner_csv, out / "matching" / "result",
-        PsiLocalOptions(keys=_KEYS, reveal=Reveal.RIGHT), progress=note,
-    )  # fmt: skip
-    finish("matching", {"keys": "phone OR email", "reveal": "partner"}, started, matching)
-
-    result = {
-        "brand_rows": brand_rows,
-        "new_leads": new_leads,
-        "partner_rows": partner_rows,
-        "consent": {
-            "events": imported.appended,
-            "verified": verified.ok,
-            "jobs": {job: c.summary() for job, c in consents.items()},
+def _summary(
+    out: Path,
+    records: dict[str, dict[str, Any]],
+    consent: dict[str, Any],
+    brand: DemoNode,
+    partner: DemoNode,
+    **sizes: int,
+) -> dict[str, Any]:
+    """``demo.json``, the manifests and ``report.html`` from the jobs' records."""
+    overlap = records["overlap"]
+    inputs = [pd.read_csv(Path(overlap[f]) / "input.csv", dtype=str, keep_default_na=False)
+              for f in ("brand_folder", "partner_folder")]  # fmt: skip
+    expected = expected_overlap(*inputs)
+    lead, lal = records["lead_scoring"], records["lookalike"]
+    models = lead["outputs"]["metrics"]["models"]
+    audience, holdout = lal["outputs"]["audience"], lal["outputs"]["metrics"]["holdout"]
+    aggregate = records["aggregate"]["outputs"]["aggregate"]
+    brand_summary = json.loads((Path(overlap["brand_folder"]) / "out" / "summary.json").read_text())
+    partner_summary = json.loads(
+        (Path(overlap["partner_folder"]) / "out" / "summary.json").read_text()
+    )
+    matching = records["matching"]
+    result = sizes | {
+        "nodes": {
+            n.role: {"name": n.name, "url": n.url, "home": str(n.home), "log": str(n.log)}
+            for n in (brand, partner)
         },
+        "consent": {
+            "events": consent["brand"]["events"],
+            "partner_events": consent["partner"]["events"],
+            "verified": consent["brand"]["verified"] and consent["partner"]["verified"],
+            "jobs": {job: _cohorts(r) for job, r in records.items()},
+        },
+        "jobs": {job: r["job_id"] for job, r in records.items()},
         "expected_overlap": expected,
-        "overlap": overlap["intersection"],
-        "overlap_per_key": overlap["per_key"],
+        "overlap": overlap["outputs"]["count"],
+        "overlap_per_key": dict(
+            zip((p[0] for p in _PAIRS), overlap["outputs"]["per_key"], strict=True)
+        ),
         "lead_scoring": {
-            "auc": {k: v["auc"] for k, v in metrics["models"].items()},
-            "aligned_rows": metrics["aligned_rows"],
-            "new_leads_scored": metrics["new_leads_scored"],
-            "new_leads_matched": metrics["new_leads_matched"],
+            "auc": {k: v["auc"] for k, v in models.items()},
+            "aligned_rows": lead["outputs"]["metrics"]["aligned_rows"],
+            "new_leads_scored": lead["outputs"]["scores"]["rows"],
+            "new_leads_matched": lead["outputs"]["scores"]["matched"],
+            "scores_table": lead["outputs"]["scores"].get("table"),
         },
         "lookalike": {
             "seed_label": SEED_LABEL,
-            "aligned_rows": lookalike["aligned_rows"],
-            "holdout_auc": lookalike["holdout"]["auc"],
-            "audience_handle": lookalike["audience"]["handle"],
-            "audience_size": lookalike["audience"]["size"],
-            "expected_lift": lookalike["audience"]["expected_lift"],
-            "top_decile_lift": (lookalike["holdout"].get("lift_by_decile") or [None])[0],
+            "aligned_rows": lal["outputs"]["metrics"]["aligned_rows"],
+            "holdout_auc": holdout["auc"],
+            "audience_handle": audience["handle"],
+            "audience_size": audience["size"],
+            "expected_lift": audience["expected_lift"],
+            "top_decile_lift": (holdout.get("lift_by_decile") or [None])[0],
         },
-        "enriched_rows": enrichment["intersection"],
-        "matched_partner_rows": matching["intersection"],
-        "lost_leads": aggregate["brand_rows"],
+        "enriched_rows": records["enrichment"]["outputs"]["enrichment"]["rows"],
+        "matched_partner_rows": matching["partner_outputs"].get("count"),
+        "lost_leads": records["aggregate"]["manifest"]["cohorts"]["brand"]["input_rows"],
         "lost_leads_known": aggregate["intersection"],
         "competitor_cells": aggregate["cells"],
-        "invalid_keys": {"brand": overlap["left_invalid"], "partner": overlap["right_invalid"]},
-        "seconds": {
-            job: s.get("seconds_end_to_end", s.get("seconds")) for job, s in summaries.items()
+        "invalid_keys": {"brand": brand_summary["invalid"], "partner": partner_summary["invalid"]},
+        "manifests_verified": all(c["verified"] for c in map(_cohorts, records.values())),
+        "seconds": {job: r["seconds"] for job, r in records.items()},
+        "outputs": {
+            "lead_scores": lead["outputs"]["scores"]["file"],
+            "lookalike": str(Path(lal["brand_folder"]) / "out"),
+            "enrichment": records["enrichment"]["outputs"]["enrichment"]["file"],
+            "aggregate": aggregate["file"],
+            "matching": str(Path(matching["partner_folder"]) / "out" / "right.csv"),
+            "audience": str(Path(lal["partner_folder"]) / "out" / "audience.csv"),
         },
-        "outputs": {job: str(out / job / "result") for job in summaries},
     }
-    (out / "demo.json").write_text(json.dumps(result, indent=2) + "\n")
+    folder = out / "manifests"
+    folder.mkdir(exist_ok=True)
+    manifests = {}
+    for job, record in records.items():
+        manifests[job] = {k: record[k] for k in ("manifest", "partner_manifest", "verification")}
+        (folder / f"{job}.json").write_text(json.dumps(manifests[job], indent=2) + "\n")
     from pec.report import write_report
 
-    write_report(out, result, manifests)
+    folders = {job: Path(r["brand_folder"]) for job, r in records.items()}
+    write_report(out, result, manifests, folders)
     result["report"] = str(out / "report.html")
+    (out / "demo.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -1,10 +1,11 @@
 """``report.html``: the demo's results on one self-contained page.
 
 Everything is inline (plots as base64 PNG, styles in the head): the file can be mailed or opened
-offline. Sections follow the jobs: consent exclusions per job, overlap, lead scoring (ROC, lift,
-score distributions of the new leads), lookalike (score bands, audience size, expected lift),
-enrichment, aggregate (suppressed cells marked), matching,
-and each job's audit manifest. Text from the data is HTML-escaped.
+offline. Sections follow the jobs: consent exclusions per job on both nodes, overlap, lead scoring
+(ROC, lift, score distributions of the new leads), lookalike (score bands, audience size, expected
+lift), enrichment, aggregate (suppressed cells marked), matching, and each job's audit manifests
+from both nodes with their verification. Model plots and files are read from the brand node's job
+folders. Text from the data is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -78,33 +79,38 @@ def _consent_section(consent: Mapping[str, Any]) -> str:
 
     jobs = consent["jobs"]
     reasons = sorted({r for c in jobs.values() for r in c["excluded"]})
-    rows = []
-    for job, c in jobs.items():
-        leads = c["tables"]["brand_leads.csv"]
-        rows.append([job, c["purpose"], c["eligible"], *[c["excluded"][r] for r in reasons],
-                     leads["rows"], leads["kept"]])  # fmt: skip
+    rows = [
+        [job, c["purpose"], c["eligible"], *[c["excluded"].get(r, 0) for r in reasons],
+         c["brand_rows"], c["rows_used"], c["partner_rows"], c["partner_rows_used"],
+         "yes" if c["verified"] else "NO"]
+        for job, c in jobs.items()
+    ]  # fmt: skip
     fig, ax = plt.subplots(figsize=(8, 3.2))
     names = list(jobs)
     bottom = [0] * len(names)
     series = [("eligible", [jobs[j]["eligible"] for j in names])]
-    series += [(r, [jobs[j]["excluded"][r] for j in names]) for r in reasons]
+    series += [(r, [jobs[j]["excluded"].get(r, 0) for j in names]) for r in reasons]
     for label, values in series:
         if any(values):
             ax.barh(names, values, left=bottom, label=label)
             bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    ax.set(xlabel="subjects", title="Consent cohort per job (recipient: the partner)")
+    ax.set(xlabel="subjects", title="Brand consent cohort per job (recipient: the partner)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     head = next(iter(jobs.values()))["tree_head"] or {}
+    header = ["job", "purpose", "eligible", *reasons, "brand rows", "brand rows used",
+              "partner rows", "partner rows used", "manifests verified"]  # fmt: skip
     return (
         "<h2>Consent</h2>"
-        f"<p>{_kpi('events in the ledger', consent['events'])}"
-        f"{_kpi('ledger verified', 'yes' if consent['verified'] else 'NO')}</p>"
-        f"<p class='muted'>Cohorts are bound to the signed tree head of size "
-        f"{_fmt(head.get('tree_size'))}, root {html.escape(str(head.get('root_hash', ''))[:16])}…. "
-        "Each job used only the brand rows whose subject consented to the job's purpose for "
-        "this partner.</p>"
-        + _table(["job", "purpose", "eligible", *reasons, "brand rows", "rows used"], rows)
+        f"<p>{_kpi('events in the brand ledger', consent['events'])}"
+        f"{_kpi('events in the partner ledger', consent['partner_events'])}"
+        f"{_kpi('ledgers verified', 'yes' if consent['verified'] else 'NO')}</p>"
+        f"<p class='muted'>Each node cut its own input to the subjects its own ledger consents "
+        f"for the job's purpose with the other company as recipient. The brand's cohorts are "
+        f"bound to its signed tree head of size {_fmt(head.get('tree_size'))}, root "
+        f"{html.escape(str(head.get('root_hash', ''))[:16])}…; after each job both nodes "
+        "re-checked their cohorts against their ledgers (last column).</p>"
+        + _table(header, rows)
         + _png(fig)
     )
 
@@ -124,8 +130,8 @@ def _score_plot(scores: pd.DataFrame, labels: list[str]) -> str:
     return _png(fig)
 
 
-def _lead_section(out: Path, result: Mapping[str, Any]) -> str:
-    folder = out / "lead_scoring" / "result"
+def _lead_section(job: Path, result: Mapping[str, Any]) -> str:
+    folder = job / "out"
     metrics = json.loads((folder / "metrics.json").read_text())
     rows = [
         [label, m.get("auc"), m.get("ks"), m.get("epochs"), m.get("best_epoch")]
@@ -136,7 +142,7 @@ def _lead_section(out: Path, result: Mapping[str, Any]) -> str:
         for name in ("roc.png", "lift.png")
         if (folder / name).exists()
     )
-    scores = pd.read_csv(folder / "new_lead_scores.csv")
+    scores = pd.read_csv(job / "scores.csv")
     lead = result["lead_scoring"]
     return (
         "<h2>Lead scoring (vertical federated learning)</h2>"
@@ -152,13 +158,13 @@ def _lead_section(out: Path, result: Mapping[str, Any]) -> str:
         + _table(["model", "AUC", "KS", "epochs", "best epoch"], rows)
         + f"<div class='plots'>{plots}</div>"
         + _score_plot(scores, list(metrics["models"]))
-        + f"<p class='muted'>Scores per new lead: {html.escape(str(folder))}/new_lead_scores.csv"
-        "</p>"
+        + f"<p class='muted'>Scores per new lead: {html.escape(str(job))}/scores.csv, registered "
+        f"on the brand node as the table <code>{html.escape(str(lead['scores_table']))}</code>.</p>"
     )
 
 
-def _lookalike_section(out: Path) -> str:
-    folder = out / "lookalike" / "result"
+def _lookalike_section(job: Path) -> str:
+    folder = job / "out"
     summary = json.loads((folder / "lookalike.json").read_text())
     audience, holdout = summary["audience"], summary["holdout"]
     rows = [
@@ -213,10 +219,38 @@ def _aggregate_section(result: Mapping[str, Any]) -> str:
     )
 
 
+def _audit_section(manifests: Mapping[str, Mapping[str, Any]]) -> str:
+    rows, details = [], []
+    for job, record in manifests.items():
+        checks = record["verification"]
+        verdicts = ["ok" if checks[side]["ok"] else "FAILED" for side in ("brand", "partner")]
+        rows.append([job, record["manifest"]["job_id"], *verdicts])
+        details.append(
+            f"<details><summary>{html.escape(job)}</summary><pre>"
+            f"{html.escape(json.dumps(record, indent=2))}</pre></details>"
+        )
+    return (
+        "<h2>Audit manifests</h2>"
+        "<p class='muted'>Per job and node: the spec, each side's consent cohort (signed tree "
+        "head, eligible and excluded counts, subject-list digest), the partner's decision, the "
+        "digests of every message exchanged and the outputs. Each node verified its own cohorts: "
+        "tree-head signature, the head still in the ledger and consistent with the latest, and "
+        "the cohort cut again at its time.</p>"
+        + _table(["job", "job id", "brand cohorts verified", "partner cohort verified"], rows)
+        + "".join(details)
+    )
+
+
 def write_report(
-    out: Path, result: Mapping[str, Any], manifests: Mapping[str, Mapping[str, Any]]
+    out: Path,
+    result: Mapping[str, Any],
+    manifests: Mapping[str, Mapping[str, Any]],
+    folders: Mapping[str, Path],
 ) -> Path:
-    """Write ``out/report.html`` from the demo's summary and job manifests; returns its path."""
+    """Write ``out/report.html``; returns its path.
+
+    From the demo's summary, the jobs' manifests (both nodes) and the brand node's job folders.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -242,31 +276,27 @@ def write_report(
     timings = _table(
         ["job", "seconds"], [[job, seconds] for job, seconds in result["seconds"].items()]
     )
-    audit = "".join(
-        f"<details><summary>{html.escape(job)}</summary><pre>"
-        f"{html.escape(json.dumps(manifest, indent=2))}</pre></details>"
-        for job, manifest in manifests.items()
-    )
     page = (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>PEC demo report</title><style>{_STYLE}</style></head><body>"
         "<h1>PEC clean room: demo report</h1>"
         f"<p class='muted'>Generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}: "
         f"{_fmt(result['brand_rows'])} brand leads, {_fmt(result['new_leads'])} new leads, "
-        f"{_fmt(result['partner_rows'])} partner people (generated data).</p>"
+        f"{_fmt(result['partner_rows'])} partner people (generated data). Every job ran between "
+        f"the brand node <code>{html.escape(result['nodes']['brand']['name'])}</code> and the "
+        f"partner node <code>{html.escape(result['nodes']['partner']['name'])}</code>, two "
+        "separate processes with their own data, ledgers and keys, submitted through the brand "
+        "node's API.</p>"
         + _consent_section(result["consent"])
         + overlap
-        + _lead_section(out, result)
-        + _lookalike_section(out)
+        + _lead_section(folders["lead_scoring"], result)
+        + _lookalike_section(folders["lookalike"])
         + enrichment
         + _aggregate_section(result)
         + matching
         + "<h2>Timings</h2>"
         + timings
-        + "<h2>Audit manifests</h2>"
-        + "<p class='muted'>Per job: purpose, consent snapshot (signed tree head, eligible and "
-        "excluded counts), settings, and a SHA-256 of every output file.</p>"
-        + audit
+        + _audit_section(manifests)
         + "</body></html>"
     )
     path = out / "report.html"

@@ -13,7 +13,7 @@ import pytest
 
 from consent.model import DATA_CATEGORIES
 from consent.model import PURPOSES as CONSENT_PURPOSES
-from pec.datagen import PARTNER_ID, PURPOSES, DatasetSpec, generate_dataset
+from pec.datagen import BRAND_ID, PARTNER_ID, PURPOSES, DatasetSpec, generate_dataset
 from psi.normalize import KeyKind, NormalizationRules, normalize_column
 
 pytestmark = pytest.mark.unit
@@ -34,6 +34,7 @@ def test_tables_and_truth(dataset: Path) -> None:
         "brand_consent.csv",
         "brand_leads.csv",
         "brand_new_leads.csv",
+        "partner_consent.csv",
         "partner_tags.csv",
         "truth.json",
     ]
@@ -49,7 +50,7 @@ def test_tables_and_truth(dataset: Path) -> None:
 
 def test_chunking_does_not_change_the_data(dataset: Path, tmp_path: Path) -> None:
     generate_dataset(replace(SPEC, chunk_rows=257), tmp_path)
-    for name in ("brand_leads.csv", "partner_tags.csv", "brand_consent.csv"):
+    for name in ("brand_leads.csv", "partner_tags.csv", "brand_consent.csv", "partner_consent.csv"):
         assert (tmp_path / name).read_bytes() == (dataset / name).read_bytes(), name
 
 
@@ -96,6 +97,24 @@ def test_consent_events_follow_the_import_format(dataset: Path) -> None:
     assert pd.to_datetime(events["occurred_at"], utc=True).notna().all()
     categories = {c for cell in events["data_categories"] for c in cell.split(";")}
     assert categories <= DATA_CATEGORIES and set(events["purpose"]) <= CONSENT_PURPOSES
+
+
+def test_the_partner_consents_for_its_own_people_by_its_own_ids(dataset: Path) -> None:
+    people = pd.read_csv(dataset / "partner_tags.csv", dtype=str, keep_default_na=False)
+    events = pd.read_csv(dataset / "partner_consent.csv", dtype=str, keep_default_na=False)
+    leads = pd.read_csv(dataset / "brand_leads.csv", dtype=str, keep_default_na=False)
+    assert people.columns[0] == "person_id" and people["person_id"].is_unique
+    assert set(events["subject_id"]) == set(people["person_id"])
+    assert not set(people["person_id"]) & set(leads["lead_id"])
+    assert events["event_id"].is_unique
+    brand_events = pd.read_csv(dataset / "brand_consent.csv", dtype=str)
+    assert not set(events["event_id"]) & set(brand_events["event_id"])
+    assert {"grant", "refuse", "withdraw"} <= set(events["action"])
+    granted = events[(events["action"] == "grant")]
+    assert BRAND_ID in set(granted["recipient"]) and len(set(granted["recipient"])) > 1
+    assert set(events["purpose"]) == set(PURPOSES)
+    truth = json.loads((dataset / "truth.json").read_text())
+    assert truth["partner_consent_events"] == len(events) and truth["brand_id"] == BRAND_ID
 
 
 @pytest.mark.e2e

@@ -1,4 +1,4 @@
-"""The README's first command, at a small size: generated data, three jobs, the expected overlap."""
+"""The README's first command at a small size: two node processes, six jobs through the API."""
 
 import json
 import subprocess
@@ -8,71 +8,132 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from parties.config import NodeConfig
 from pec.datagen import generate_tables
 from pec.demo import expected_overlap
 
+JOBS = ("overlap", "lead_scoring", "lookalike", "enrichment", "aggregate", "matching")
+
+
+def _processes_using(path: Path) -> list[int]:
+    """PIDs whose command line mentions ``path`` (node, SuperLink, SuperNode, apps)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if str(path).encode() in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
 
 @pytest.mark.e2e
-def test_demo_runs_every_job_on_consented_input_and_writes_the_report(tmp_path: Path) -> None:
+def test_demo_runs_the_six_jobs_between_two_nodes_and_writes_the_report(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     result = subprocess.run(
         [sys.executable, "-m", "pec", "demo", "--out", str(out), "--brand-rows", "1500",
-         "--new-leads", "200", "--partner-rows", "3000", "--key-bits", "1024", "--json"],
+         "--new-leads", "200", "--partner-rows", "3000", "--json"],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    # consent: every job used only consented rows, and the ledger verified
-    assert summary["consent"]["verified"]
-    brand = pd.read_csv(out / "data" / "brand_leads.csv", dtype=str, keep_default_na=False)
-    for job, record in summary["consent"]["jobs"].items():
-        used = pd.read_csv(out / job / "input" / "brand_leads.csv", dtype=str)
-        table = record["tables"]["brand_leads.csv"]
-        assert table["rows"] == len(brand) and table["kept"] == len(used) < len(brand), job
-        assert sum(record["excluded"].values()) > 0
-        manifest = json.loads((out / job / "manifest.json").read_text())
-        assert manifest["consent"]["tree_head"]["tree_size"] == summary["consent"]["events"]
-        assert manifest["outputs"], job
-    # overlap
-    assert summary["overlap"] == summary["expected_overlap"] > 0
-    assert not (out / "overlap" / "result" / "left.csv").exists()
-    # lead scoring: two models, one score per consented new lead per model
+    brand, partner = (
+        Path(summary["nodes"]["brand"]["home"]),
+        Path(summary["nodes"]["partner"]["home"]),
+    )
+    folders = {
+        job: (brand / "jobs" / job_id, partner / "jobs" / job_id)
+        for job, job_id in summary["jobs"].items()
+    }
+    assert set(folders) == set(JOBS)
+    # both nodes ran as their own processes and are stopped, with everything they started
+    assert not _processes_using(out)
+    assert not (out / "nodes.json").exists()
+    for side in ("brand", "partner"):
+        log = Path(summary["nodes"][side]["log"]).read_text()
+        assert "serving on" in log and "Finished server process" in log, log[-2000:]
+
+    # consent: both ledgers imported and verified; each side used only its consented rows
+    consent = summary["consent"]
+    assert consent["verified"] and consent["events"] > 0 and consent["partner_events"] > 0
+    for job, cohort in consent["jobs"].items():
+        mine, theirs = folders[job]
+        assert cohort["rows_used"] == len(pd.read_csv(mine / "input.csv", dtype=str)) > 0, job
+        assert cohort["partner_rows_used"] == len(pd.read_csv(theirs / "input.csv", dtype=str))
+        assert cohort["rows_used"] < cohort["brand_rows"] and sum(cohort["excluded"].values())
+        assert cohort["partner_rows_used"] < cohort["partner_rows"] == 3000
+        assert cohort["verified"], job  # each node re-checked its cohorts against its ledger
+        saved = json.loads((out / "manifests" / f"{job}.json").read_text())
+        assert saved["manifest"]["state"] == saved["partner_manifest"]["state"] == "completed"
+        assert saved["manifest"]["decisions"][0]["approved"] is True
+    assert summary["manifests_verified"]
+
+    # overlap: the PSI count equals the plaintext truth on the two consented inputs; no rows
+    brand_in, partner_in = (
+        pd.read_csv(f / "input.csv", dtype=str, keep_default_na=False) for f in folders["overlap"]
+    )
+    assert (
+        summary["overlap"] == summary["expected_overlap"] == expected_overlap(brand_in, partner_in)
+    )
+    assert summary["overlap"] > 100
+    assert not [p for f in folders["overlap"] for p in f.rglob("*.csv") if p.name != "input.csv"]
+
+    # lead scoring: two models, one score per consented new lead per model, in the named table
     lead = summary["lead_scoring"]
     assert set(lead["auc"]) == {"speed", "revenue"}
     assert all(auc > 0.6 for auc in lead["auc"].values()), lead
-    scores = pd.read_csv(out / "lead_scoring" / "result" / "new_lead_scores.csv")
-    new = pd.read_csv(out / "lead_scoring" / "input" / "brand_new_leads.csv", dtype=str)
+    mine, theirs = folders["lead_scoring"]
+    scores = pd.read_csv(mine / "scores.csv")
+    new = pd.read_csv(mine / "score_input.csv", dtype=str)
     assert scores["lead_id"].tolist() == new["lead_id"].tolist()
     assert 0 < lead["new_leads_matched"] < lead["new_leads_scored"] == len(new)
     assert scores[["score_speed", "score_revenue"]].apply(lambda c: c.between(0, 1)).all().all()
-    assert not (out / "lead_scoring" / "result" / "partner_model.json").exists()
+    assert NodeConfig.load(brand).datasets["lead_scores"].path == str(mine / "scores.csv")
+    assert not list(mine.rglob("partner_model.json")) and list(theirs.rglob("partner_model.json"))
+
     # lookalike: the audience stays with the partner; the brand has its handle, size and lift
     lal = summary["lookalike"]
     assert lal["audience_size"] == 300 and lal["audience_handle"].startswith("aud-")
-    assert lal["holdout_auc"] > 0.6
-    brand_files = json.dumps(
-        json.loads((out / "lookalike" / "result" / "lookalike.json").read_text())
-    )
-    audience = pd.read_csv(out / "lookalike" / "result" / "partner" / "audience.csv", dtype=str)
+    assert lal["holdout_auc"] > 0.6 and lal["expected_lift"] > 1.5
+    mine, theirs = folders["lookalike"]
+    audience = pd.read_csv(theirs / "out" / "audience.csv", dtype=str)
     assert len(audience) == 300
-    assert not any(member in brand_files for member in audience.iloc[:, 0].dropna().head(50))
-    # enrichment, aggregate, matching
-    assert summary["enriched_rows"] == summary["expected_overlap"]
-    enriched = pd.read_csv(out / "enrichment" / "result" / "left.csv", dtype=str)
+    brand_text = " ".join(p.read_text(errors="ignore") for p in mine.rglob("*") if p.is_file())
+    assert not any(member in brand_text for member in audience.iloc[:, 0].dropna().head(100))
+
+    # enrichment: the allowed tags for the brand's matched customers; the partner learns no rows
+    mine, theirs = folders["enrichment"]
+    enriched = pd.read_csv(mine / "out" / "left.csv", dtype=str)
     assert {"lead_id", "income_level", "car_insurance"} <= set(enriched.columns)
+    assert "car_app_minutes" not in enriched.columns
+    inputs = [
+        pd.read_csv(f / "input.csv", dtype=str, keep_default_na=False) for f in (mine, theirs)
+    ]
+    assert summary["enriched_rows"] == len(enriched) == expected_overlap(*inputs)
+    assert not list(theirs.rglob("right.csv"))
+
+    # aggregate: only cells at or above the minimum are released
     released = {k: v for k, v in summary["competitor_cells"].items() if v is not None}
-    assert all(v >= 20 for v in released.values())
-    assert (out / "matching" / "result" / "right.csv").exists()
-    assert not (out / "matching" / "result" / "left.csv").exists()
-    # the report is one self-contained page with the plots inline
+    assert released and all(v >= 20 for v in released.values())
+    assert 0 < summary["lost_leads_known"] <= summary["lost_leads"]
+
+    # matching: only the partner learns the matched set
+    mine, theirs = folders["matching"]
+    matched = pd.read_csv(theirs / "out" / "right.csv", dtype=str)
+    assert len(matched) == summary["matched_partner_rows"] > 0
+    assert not list(mine.rglob("left.csv"))
+
+    # the report: one self-contained page with the plots inline
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 6
     assert "<script" not in page and "http://" not in page and "https://" not in page
     for section in ("Consent", "Overlap", "Lead scoring", "Lookalike", "Enrichment", "Aggregate",
                     "Matching", "Audit manifests"):  # fmt: skip
         assert f"<h2>{section}" in page
+    assert summary["jobs"]["lookalike"] in page  # the manifests are in it
 
 
 @pytest.mark.unit

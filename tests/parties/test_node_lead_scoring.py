@@ -72,7 +72,6 @@ def lead_cluster(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
     generate_dataset(DatasetSpec(brand_leads=1_500, new_leads=300, partner_population=3_000,
                                  seed=11), data)  # fmt: skip
     people = pd.read_csv(data / "partner_tags.csv", dtype=str, keep_default_na=False)
-    people.insert(0, "person_id", [f"person-{i}" for i in range(len(people))])
     people.to_csv(homes.partner / "people.csv", index=False)
     brand_cfg, partner_cfg = NodeConfig.load(homes.brand), NodeConfig.load(homes.partner)
     for name, file in (("leads_history", "brand_leads.csv"), ("new_leads", "brand_new_leads.csv")):
