@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pec.aggregate_local import AggregateOptions, make_party, write_cells
+from pec.aggregate_local import AggregateOptions, make_party, shares, write_cells
 from pec.psi_local import KeyPair, parse_key_spec, publish
 from psi.aggregate import AggregateConfig, AggregatePartner
 from psi.batch import BatchEngine
@@ -83,6 +83,7 @@ def run_brand_aggregate(grid: Any, config: Mapping[str, Any]) -> dict[str, Any]:
         "invalid": report["invalid"],
         "intersection": result.intersection,
         "cells": result.cells,
+        "shares": shares(result.cells, result.intersection),
         "suppressed": sum(1 for v in result.cells.values() if v is None),
         "seconds": round(time.perf_counter() - started, 3),
         "round_trip_seconds": [round(s, 2) for s in exchange.round_trips],

@@ -15,7 +15,7 @@ enrichment labeled, brand learns matched tags    ``tags:<column>`` for allowed c
 matching   partner learns the matched set        ``count`` (the partner gets the rows)
 lead_scoring both learn own matched rows         ``scores``, ``metrics``
 lookalike  both learn own matched rows           ``distribution``, ``audience_size``
-aggregate  intersection statistics               ``aggregate:<column>``
+aggregate  intersection statistics               ``aggregate:<column>`` (``a*b``: crossed)
 ========== ===================================== ======================================
 """
 

@@ -77,6 +77,7 @@ def _outputs(spec: JobSpec, summary: dict[str, Any], folder: Path | None = None)
         out["aggregate"] = {
             "group": group,
             "cells": summary.get("cells"),
+            "shares": summary.get("shares"),
             "intersection": summary.get("intersection"),
             "suppressed": summary.get("suppressed"),
             "file": str(folder / "out" / "aggregate.csv"),

@@ -27,15 +27,43 @@ from psi.normalize import NormalizationRules
 from psi.session import ConnectionChannel, run_party
 from psi.wire import Role
 
-__all__ = ["AggregateOptions", "make_party", "run_aggregate_local", "write_cells"]
+__all__ = [
+    "AggregateOptions", "group_columns", "make_party", "run_aggregate_local", "shares",
+    "write_cells",
+]  # fmt: skip
 
 OUTPUT_NAMES = ("summary.json", "aggregate.csv")
 MISSING_GROUP = "(missing)"
+CROSS = "*"
+"""Joins the partner columns of a crossed group: ``competitor_brand*competitor_tier``."""
+LABEL_JOIN = " x "
+
+
+def group_columns(group: str) -> list[str]:
+    """The partner columns of a group: one column, or several crossed with ``*``.
+
+    Raises:
+        InputError: an empty or repeated column name.
+    """
+    columns = [c.strip() for c in group.split(CROSS)]
+    if not all(columns) or len(set(columns)) != len(columns):
+        raise InputError(f"group {group!r}: give column names, crossed with '*', each once")
+    return columns
+
+
+def shares(cells: dict[str, int | None], intersection: int | None) -> dict[str, float | None]:
+    """Each released cell's share of the intersection (``None`` where the cell is withheld)."""
+    if not intersection:
+        return {label: None for label in cells}
+    return {
+        label: None if count is None else round(count / intersection, 4)
+        for label, count in cells.items()
+    }
 
 
 @dataclass(frozen=True)
 class AggregateOptions:
-    """One key, the partner's group column, and the release rules."""
+    """One key, the partner's group column (or ``a*b`` for a crossing), and the release rules."""
 
     key: KeyPair
     group: str
@@ -86,7 +114,8 @@ def make_party(
 
     from psi.normalize import normalize_column
 
-    columns = [key_column] + ([group_column] if role is Role.RIGHT else [])
+    crossed = group_columns(group_column) if role is Role.RIGHT else []
+    columns = [key_column, *crossed]
     table = read_columns(path, columns)
     normalized = normalize_column(table[key_column], options.key.kind, rules)
     valid = normalized.values.notna()
@@ -100,7 +129,10 @@ def make_party(
         values = [v.encode() for v in pd.unique(keys)]
         engine = _engine(len(values), options.workers)
         return AggregateBrand(config, values, engine=engine), engine, report
-    groups = table[group_column][valid].astype(str).replace("", MISSING_GROUP)
+    parts = [table[c][valid].astype(str).replace("", MISSING_GROUP) for c in crossed]
+    groups = parts[0]
+    for part in parts[1:]:
+        groups = groups + LABEL_JOIN + part
     first = ~keys.duplicated()
     keys, groups = keys[first], groups[first]
     labels = sorted(set(groups))
@@ -177,7 +209,7 @@ def run_aggregate_local(
         raise InputError(f"--region: {exc}") from None
     inspect_table(brand, role="brand").require([options.key.left], role="brand")
     inspect_table(partner, role="partner").require(
-        [options.key.right, options.group], role="partner"
+        [options.key.right, *group_columns(options.group)], role="partner"
     )
     config = AggregateConfig(
         run_id=uuid.uuid4().hex,
@@ -215,6 +247,7 @@ def run_aggregate_local(
             "partner_invalid_examples": p["invalid_examples"],
             "intersection": b["intersection"],
             "cells": b["cells"],
+            "shares": shares(b["cells"], b["intersection"]),
             "suppressed": sum(1 for v in b["cells"].values() if v is None),
             "min_cell": options.min_cell,
             "epsilon": options.epsilon,

@@ -139,12 +139,14 @@ def demo(
         "partner tags for its matched customers only",
         f"{result['enriched_rows']:,} rows -> {result['outputs']['enrichment']}",
     )
-    cells = ", ".join(
-        f"{k} {'suppressed' if v is None else v}" for k, v in result["competitor_cells"].items()
-    )
+    all_cells = result["competitor_cells"]
+    withheld = sum(v is None for v in all_cells.values())
+    cells = ", ".join(f"{k} {v}" for k, v in all_cells.items() if v is not None)
+    cells += f"; {withheld} of {len(all_cells)} cells suppressed"
     table.add_row(
         "aggregate (PSI + Paillier)",
-        "per competitor brand, how many of its lost leads bought it; small cells suppressed",
+        "per competitor brand x price tier, how many of its lost leads bought it; small cells "
+        "suppressed",
         f"{result['lost_leads_known']:,} of {result['lost_leads']:,} lost leads known: {cells}",
     )
     table.add_row(

@@ -19,8 +19,8 @@
      the best tenth of the people it does not have; the audience stays with the partner;
    * enrichment: labeled PSI; the brand receives the partner's allowed tags for its matched
      customers;
-   * aggregate: of the brand's lost leads, how many bought which competitor brand (PSI +
-     Paillier; small cells suppressed);
+   * aggregate: of the brand's lost leads, how many bought which competitor brand in which price
+     tier, and their shares (PSI + Paillier; small cells suppressed);
    * matching: only the partner (media side) learns the matched set, for delivery.
 
    Every node cuts its input to the cohort its own ledger consents for the job's purpose and the
@@ -76,7 +76,9 @@ PARTNER_FEATURES = (
 LABELS = ("speed", "revenue")
 SEED_LABEL = "premium"
 ENRICHMENT_TAGS = ("income_level", "car_insurance")
-AGGREGATE_GROUP = "competitor_brand"
+AGGREGATE_GROUP = "competitor_brand*competitor_tier"
+"""The aggregate's cells: competitor brand crossed with price tier (a crossing the partner's
+policy allows by name)."""
 MIN_CELL = 20
 _PAIRS = (("phone", "mobile", KeyKind.PHONE), ("email", "email", KeyKind.EMAIL))
 _ANY_KEY = [{"brand": b, "partner": p, "kind": k.value} for b, p, k in _PAIRS]
@@ -520,6 +522,7 @@ def _summary(
         "lost_leads": records["aggregate"]["manifest"]["cohorts"]["brand"]["input_rows"],
         "lost_leads_known": aggregate["intersection"],
         "competitor_cells": aggregate["cells"],
+        "competitor_shares": aggregate["shares"],
         "invalid_keys": {"brand": brand_summary["invalid"], "partner": partner_summary["invalid"]},
         "manifests_verified": all(c["verified"] for c in map(_cohorts, records.values())),
         "seconds": {job: r["seconds"] for job, r in records.items()},

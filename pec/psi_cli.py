@@ -147,7 +147,9 @@ def aggregate(
     brand: Annotated[Path, typer.Argument(help="The brand's table (its set, e.g. lost leads).")],
     partner: Annotated[Path, typer.Argument(help="The partner's table (key + group column).")],
     key: Annotated[str, typer.Option(help="COL[:KIND] or BRANDCOL=PARTNERCOL[:KIND].")],
-    group: Annotated[str, typer.Option(help="The partner's column to count by.")],
+    group: Annotated[
+        str, typer.Option(help="The partner's column to count by; a*b crosses two columns.")
+    ],
     out: Annotated[Path, typer.Option(help="Output directory (written only on success).")],
     min_cell: Annotated[int, typer.Option(min=1, help="Cells below this are suppressed.")] = 20,
     epsilon: Annotated[

@@ -201,21 +201,26 @@ def _lookalike_section(job: Path) -> str:
 def _aggregate_section(result: Mapping[str, Any]) -> str:
     import matplotlib.pyplot as plt
 
-    cells = result["competitor_cells"]
-    shown = {k or "(none)": v for k, v in cells.items() if v is not None}
-    fig, ax = plt.subplots(figsize=(6, 3))
+    cells, shares = result["competitor_cells"], result["competitor_shares"]
+    shown = {k: v for k, v in cells.items() if v is not None and k != "(missing) x (missing)"}
+    fig, ax = plt.subplots(figsize=(8, 3.4))
     ax.bar(list(shown), list(shown.values()), color="#4c78a8")
-    ax.set(ylabel="lost leads", title="Lost leads by competitor brand bought (released cells)")
+    ax.set(ylabel="lost leads", title="Lost leads by competitor brand x price tier (released)")
+    ax.tick_params(axis="x", labelrotation=60, labelsize=7)
     fig.tight_layout()
     rows = [
-        [k or "(none)", "suppressed (< min cell)" if v is None else v] for k, v in cells.items()
-    ]
+        [k, "suppressed (< min cell)" if v is None else v,
+         "—" if shares.get(k) is None else f"{100 * shares[k]:.1f} %"]
+        for k, v in cells.items()
+    ]  # fmt: skip
     return (
         "<h2>Aggregate: where lost leads went</h2>"
         f"<p>{_kpi('lost leads', result['lost_leads'])}"
         f"{_kpi('known to the partner', result['lost_leads_known'])}</p>"
-        "<p class='muted'>Only counts per cell reach the brand; cells under the policy's minimum "
-        "are suppressed.</p>" + _table(["competitor brand", "lost leads"], rows) + _png(fig)
+        "<p class='muted'>Only counts per cell (competitor brand x price tier) and their shares of "
+        "the lost leads the partner knows reach the brand; cells under the policy's minimum are "
+        "suppressed. <code>(missing) x (missing)</code> are lost leads the partner knows but saw "
+        "buy no competitor's car.</p>" + _table(["cell", "lost leads", "share"], rows) + _png(fig)
     )
 
 

@@ -119,6 +119,9 @@ def test_demo_runs_the_six_jobs_between_two_nodes_and_writes_the_report(tmp_path
     released = {k: v for k, v in summary["competitor_cells"].items() if v is not None}
     assert released and all(v >= 20 for v in released.values())
     assert 0 < summary["lost_leads_known"] <= summary["lost_leads"]
+    assert any(" x " in cell for cell in summary["competitor_cells"])  # brand x price tier
+    for cell, count in released.items():
+        assert summary["competitor_shares"][cell] == round(count / summary["lost_leads_known"], 4)
 
     # matching: only the partner learns the matched set
     mine, theirs = folders["matching"]
