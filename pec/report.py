@@ -202,9 +202,11 @@ def _aggregate_section(result: Mapping[str, Any]) -> str:
     import matplotlib.pyplot as plt
 
     cells, shares = result["competitor_cells"], result["competitor_shares"]
-    shown = {k: v for k, v in cells.items() if v is not None and k != "(missing) x (missing)"}
+    rename = {"(missing) x (missing)": "no competitor car"}
+    shown = {rename.get(k, k): v for k, v in cells.items() if v is not None}
     fig, ax = plt.subplots(figsize=(8, 3.4))
-    ax.bar(list(shown), list(shown.values()), color="#4c78a8")
+    ax.bar(list(shown), list(shown.values()),
+           color=["#bbbbbb" if k == "no competitor car" else "#4c78a8" for k in shown])  # fmt: skip
     ax.set(ylabel="lost leads", title="Lost leads by competitor brand x price tier (released)")
     ax.tick_params(axis="x", labelrotation=60, labelsize=7)
     fig.tight_layout()
