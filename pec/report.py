@@ -202,8 +202,12 @@ def _aggregate_section(result: Mapping[str, Any]) -> str:
     import matplotlib.pyplot as plt
 
     cells, shares = result["competitor_cells"], result["competitor_shares"]
+    # the lost leads who bought no competitor's car dwarf the others: shown only when no
+    # competitor cell reached the minimum (a small run), so the plot is never empty
     rename = {"(missing) x (missing)": "no competitor car"}
     shown = {rename.get(k, k): v for k, v in cells.items() if v is not None}
+    if len(shown) > 1:
+        shown.pop("no competitor car", None)
     fig, ax = plt.subplots(figsize=(8, 3.4))
     ax.bar(list(shown), list(shown.values()),
            color=["#bbbbbb" if k == "no competitor car" else "#4c78a8" for k in shown])  # fmt: skip
