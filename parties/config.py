@@ -35,6 +35,9 @@ CONFIG_FILE = "node.toml"
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 
+OUTPUTS_DB = "outputs.sqlite3"
+
+
 class NodeRole(StrEnum):
     """A brand node coordinates jobs; a partner node answers them."""
 
@@ -95,6 +98,14 @@ class DatabaseSection(_Strict):
 
     url: str = ""
 
+    def outputs_url(self, home: Path) -> str:
+        """Where jobs write the tables a modeler names (lead scores).
+
+        This database, or ``outputs.sqlite3`` in the node home when the node keeps its records in
+        SQLite there.
+        """
+        return self.url or f"sqlite:///{(home / OUTPUTS_DB).resolve()}"
+
 
 class Peer(_Strict):
     """Another node this node talks to."""
@@ -141,6 +152,9 @@ class Dataset(_Strict):
     subject_column: str = "subject_id"
     features: list[str] = Field(default_factory=list)
     """Numeric columns this node lets models use (a partner's choice, never the brand's)."""
+    written_by: str = ""
+    """The job that wrote this table (lead scores), if a job did: only such a table may be
+    replaced by a later job's scores."""
 
     @model_validator(mode="after")
     def _one_source(self) -> Dataset:

@@ -368,10 +368,10 @@ class PecNode:
         if peer is None or peer.role is not NodeRole.PARTNER or not peer.address:
             raise JobError(f"{spec.partner!r} is not a partner peer with an address on this node")
         dataset = self.config.dataset(spec.brand_dataset)
-        if spec.scores_table and spec.scores_table in self.config.datasets:
-            held = Path(self.config.datasets[spec.scores_table].path)
-            if held.name != "scores.csv" or held.parent.parent != self.home / "jobs":
-                raise JobError(f"dataset {spec.scores_table!r} exists and holds no earlier scores")
+        if spec.scores_table:
+            from parties.outputs import check_scores_table
+
+            check_scores_table(self.config, self.home, spec.scores_table)
         job_id = uuid.uuid4().hex
         body = spec.model_dump(mode="json")
         self.store.create(job_id, side="brand", peer=peer.name, spec=body, state=JobState.PROPOSED)

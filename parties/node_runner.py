@@ -28,7 +28,6 @@ from typing import Any
 from federated.model import OptimizerConfig, OptimizerKind
 from federated.partner import PartnerConfig
 from parties.aggregate_job import AggregateRelayJob
-from parties.config import Dataset
 from parties.errors import PartyError
 from parties.jobs import JobKind, JobSpec
 from parties.jobstore import JobRecord, JobState
@@ -172,11 +171,11 @@ def _vfl_outputs(
             "matched": int(scores["matched"].sum()),
             "columns": list(scores.columns),
         }
-        if spec.scores_table:  # the table the modeler named: registered on the brand node only
-            node.config.datasets[spec.scores_table] = Dataset(
-                path=str(folder / SCORES), subject_column=subject
-            )
-            node.config.save(node.home)
+        if spec.scores_table:  # the table the modeler named, in the brand node's own database
+            from parties.outputs import write_scores_table
+
+            write_scores_table(node.config, node.home, spec.scores_table, scores,
+                               subject=subject, job_id=folder.name)  # fmt: skip
             outputs["scores"]["table"] = spec.scores_table
     return summary, outputs
 

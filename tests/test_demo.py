@@ -91,7 +91,12 @@ def test_demo_runs_the_six_jobs_between_two_nodes_and_writes_the_report(tmp_path
     assert scores["lead_id"].tolist() == new["lead_id"].tolist()
     assert 0 < lead["new_leads_matched"] < lead["new_leads_scored"] == len(new)
     assert scores[["score_speed", "score_revenue"]].apply(lambda c: c.between(0, 1)).all().all()
-    assert NodeConfig.load(brand).datasets["lead_scores"].path == str(mine / "scores.csv")
+    registered = NodeConfig.load(brand).datasets["lead_scores"]  # a table in the brand's database
+    assert (
+        registered.sql_table == "lead_scores"
+        and registered.written_by == summary["jobs"]["lead_scoring"]
+    )
+    assert registered.sql_url.endswith("/brand-node/outputs.sqlite3")
     assert not list(mine.rglob("partner_model.json")) and list(theirs.rglob("partner_model.json"))
 
     # lookalike: the audience stays with the partner; the brand has its handle, size and lift

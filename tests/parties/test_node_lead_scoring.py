@@ -22,6 +22,7 @@ import pytest
 from parties.config import Dataset, NodeConfig
 from parties.local_flower import free_port
 from pec.datagen import DatasetSpec, generate_dataset
+from pec.tables import iter_sql_table
 from tests.parties.node_helpers import BRAND, PARTNER, consent_rows, make_homes, open_ledger
 from tests.parties.test_node_e2e import (
     COMPLIANCE,
@@ -133,7 +134,11 @@ def test_a_lead_scoring_job_runs_between_two_node_processes(lead_cluster: Cluste
     # the scores are registered under the name the modeler gave, for later jobs and exports
     assert scores["table"] == "lead_scores"
     registered = NodeConfig.load(brand_home).datasets["lead_scores"]
-    assert Path(registered.path) == Path(scores["file"]) and registered.subject_column == "lead_id"
+    assert registered.sql_table == "lead_scores" and registered.written_by == job_id
+    assert registered.subject_column == "lead_id" and not registered.path
+    stored = pd.concat(list(iter_sql_table(registered.sql_url, "lead_scores")), ignore_index=True)
+    assert sorted(stored["lead_id"]) == sorted(table["lead_id"])  # in the brand's PostgreSQL
+    assert registered.sql_url == NodeConfig.load(brand_home).database.url
     # the partner's part of the model stays with the partner
     assert not list((brand_home / "jobs" / job_id).rglob("partner_model.json"))
     partner_job = _wait_ended(lead_cluster.partner_url, job_id, timeout=60)
