@@ -159,8 +159,13 @@ def write_brand_lookalike(
     return summary
 
 
-def write_partner_audience(job: LookalikePartnerJob, out: Path) -> dict[str, Any]:
+def write_partner_audience(
+    job: LookalikePartnerJob, out: Path, subjects: pd.Series | None = None
+) -> dict[str, Any]:
     """Write the partner's audience, its part of the model and its summary into ``out``.
+
+    ``subjects`` maps the population's id values to the partner's own subject ids (a node's
+    dataset ``subject_column``): given, the audience carries them first, for activation.
 
     Raises:
         ValueError: the job has not selected an audience.
@@ -176,6 +181,9 @@ def write_partner_audience(job: LookalikePartnerJob, out: Path) -> dict[str, Any
         audience = pd.DataFrame(
             {name: ids.iloc[rows].to_numpy(), "score": job.population_scores[rows]}
         )
+        if subjects is not None:
+            column = str(subjects.name or "subject_id")
+            audience.insert(0, column, audience[name].map(subjects).fillna("").to_numpy())
         audience.to_csv(workdir / "audience.csv", index=False, float_format="%.6f")
         dump_json(
             workdir / "partner_model.json",

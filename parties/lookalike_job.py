@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from federated.errors import ProtocolError
 from federated.job import PartyTable
 from federated.lookalike import CHUNK_ROWS, DEFAULT_MIN_CELL, LookalikePartnerJob
@@ -34,8 +36,11 @@ class LookalikeRelayJob(VflRelayJob):
         workers: int = 0,
         min_cell: int = DEFAULT_MIN_CELL,
         chunk_rows: int = CHUNK_ROWS,
+        subjects: pd.Series | None = None,
     ) -> None:
         super().__init__(job_id, population, out, config=config, workers=workers)
+        self.subjects = subjects
+        """The partner's subject id of each population id value, written into the audience."""
         self._job = LookalikePartnerJob(
             job_id, population, config, workers, min_cell=min_cell, chunk_rows=chunk_rows
         )
@@ -55,4 +60,4 @@ class LookalikeRelayJob(VflRelayJob):
         job = self.partner_job
         if job.refusal is not None:
             raise ProtocolError(f"no audience: {job.refusal}")
-        return write_partner_audience(job, self.out)
+        return write_partner_audience(job, self.out, self.subjects)

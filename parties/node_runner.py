@@ -200,6 +200,15 @@ def _lookalike_outputs(spec: JobSpec, folder: Path) -> tuple[dict[str, Any], dic
     return metrics, outputs
 
 
+def _subjects(table: Path, key: str, subject: str) -> Any:
+    """The subject id of each key value of a consented input (the first row's, for a repeat)."""
+    import pandas as pd
+
+    rows = pd.read_csv(table, usecols=[key, subject], dtype=str, keep_default_na=False)
+    rows = rows[rows[key] != ""].drop_duplicates(subset=key)
+    return pd.Series(rows[subject].to_numpy(), index=rows[key].to_numpy(), name=subject)
+
+
 def _progress(path: Path) -> float | None:
     """The brand's latest progress line as a 0.3-0.9 fraction of the job."""
     try:
@@ -396,7 +405,9 @@ class PartnerRelay:
         if spec.kind is JobKind.LOOKALIKE:  # the population: every consented person of the partner
             min_cell = max(grant.min_cell if grant else 20, spec.min_cell or 0)
             relay_job = LookalikeRelayJob(job_id, table, folder / "out", config=config,
-                                          min_cell=min_cell)  # fmt: skip
+                                          min_cell=min_cell,
+                                          subjects=_subjects(folder / INPUT, key.partner,
+                                                             dataset.subject_column))  # fmt: skip
         else:
             test = table if spec.score_dataset else None  # new leads: looked up in the same rows
             relay_job = VflRelayJob(job_id, table, folder / "out", test=test, config=config)

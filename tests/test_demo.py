@@ -107,7 +107,8 @@ def test_demo_runs_the_six_jobs_between_two_nodes_and_writes_the_report(tmp_path
     audience = pd.read_csv(theirs / "out" / "audience.csv", dtype=str)
     assert len(audience) == 300
     brand_text = " ".join(p.read_text(errors="ignore") for p in mine.rglob("*") if p.is_file())
-    assert not any(member in brand_text for member in audience.iloc[:, 0].dropna().head(100))
+    assert list(audience.columns) == ["person_id", "mobile", "score"]
+    assert not any(member in brand_text for member in audience["mobile"].dropna().head(100))
 
     # enrichment: the allowed tags for the brand's matched customers; the partner learns no rows
     mine, theirs = folders["enrichment"]

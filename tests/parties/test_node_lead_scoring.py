@@ -211,7 +211,11 @@ def test_a_lookalike_job_keeps_the_audience_at_the_partner(lead_cluster: Cluster
                             timeout=30)  # fmt: skip
     audience_file = lead_cluster.root / "partner" / "jobs" / job_id / "out" / "audience.csv"
     members = pd.read_csv(audience_file, dtype=str)
-    assert len(members) == 300
+    assert len(members) == 300 and list(members.columns) == ["person_id", "mobile", "score"]
+    # for activation: each member's own id at the partner, the one its dataset row holds
+    people = pd.read_csv(lead_cluster.root / "partner" / "people.csv", dtype=str)
+    expected = people.drop_duplicates("mobile").set_index("mobile")["person_id"]
+    assert members["person_id"].tolist() == members["mobile"].map(expected).tolist()
     assert partner_out.status_code in (200, 403)
     # no member reaches the brand: not in its result, not in its job folder
     brand_files = " ".join(
@@ -219,7 +223,7 @@ def test_a_lookalike_job_keeps_the_audience_at_the_partner(lead_cluster: Cluster
         for p in (lead_cluster.root / "brand" / "jobs" / job_id).rglob("*")
         if p.is_file() and p.suffix in (".json", ".csv")
     ) + json.dumps(outputs)
-    assert not any(member in brand_files for member in members.iloc[:, 0].dropna().head(100))
+    assert not any(member in brand_files for member in members["mobile"].dropna().head(100))
 
 
 def test_an_enrichment_job_gives_the_brand_the_allowed_tags_of_its_matched_leads(
