@@ -170,6 +170,11 @@ class BrandGrant(_Strict):
     min_overlap: int = Field(default=100, ge=0)
     min_cell: int = Field(default=20, ge=1)
     max_epsilon: float | None = Field(default=None, gt=0)
+    max_jobs_per_day: int | None = Field(default=None, ge=1)
+    """Jobs this brand may have approved in any 24 hours (counted whatever became of them)."""
+    epsilon_budget: float | None = Field(default=None, gt=0)
+    """Total epsilon this brand may spend over all its aggregate jobs; with a budget, every
+    aggregate job must add noise (an exact count spends it all)."""
 
 
 class PartnerPolicy(_Strict):
@@ -196,12 +201,16 @@ def evaluate(
     *,
     brand_cohort: int,
     partner_cohort: int,
+    approved_last_day: int = 0,
+    epsilon_spent: float = 0.0,
 ) -> Decision:
     """Check a proposal against the partner's policy and both consent cohort sizes.
 
     ``brand_cohort`` is the size the brand declares for its consented input; ``partner_cohort`` is
-    the partner's own consented population for the purpose. The overlap threshold is checked later,
-    when the PSI count is known (:func:`overlap_allowed`).
+    the partner's own consented population for the purpose. ``approved_last_day`` counts the
+    brand's jobs this partner approved in the last 24 hours, ``epsilon_spent`` the epsilon of its
+    approved aggregate jobs so far (the grant's ``max_jobs_per_day`` and ``epsilon_budget``). The
+    overlap threshold is checked later, when the PSI count is known (:func:`overlap_allowed`).
     """
     grant = policy.grant_for(brand)
     if grant is None:
@@ -222,6 +231,20 @@ def evaluate(
         reasons.append(f"min_cell {spec.min_cell} is below the policy's {grant.min_cell}")
     if spec.epsilon is not None and (grant.max_epsilon is None or spec.epsilon > grant.max_epsilon):
         reasons.append(f"epsilon {spec.epsilon} exceeds the policy's {grant.max_epsilon}")
+    if grant.max_jobs_per_day is not None and approved_last_day >= grant.max_jobs_per_day:
+        reasons.append(
+            f"the brand already had {approved_last_day} jobs approved in the last 24 hours "
+            f"(the policy's maximum is {grant.max_jobs_per_day})"
+        )
+    if grant.epsilon_budget is not None and spec.kind is JobKind.AGGREGATE:
+        left = max(grant.epsilon_budget - epsilon_spent, 0.0)
+        if spec.epsilon is None:
+            reasons.append("the policy's epsilon budget requires noise: give epsilon")
+        elif spec.epsilon > left + 1e-12:
+            reasons.append(
+                f"epsilon {spec.epsilon} exceeds what is left of the policy's budget "
+                f"({left:.4g} of {grant.epsilon_budget})"
+            )
     return Decision(approved=not reasons, reasons=reasons)
 
 

@@ -296,6 +296,25 @@ class SqlJobStore:
         with self.engine.connect() as conn:
             return [_record(r) for r in conn.execute(query).mappings()]
 
+    def approved_for(
+        self, peer: str, *, since: str | None = None, kind: str | None = None
+    ) -> list[JobRecord]:
+        """Jobs this node approved for ``peer`` (as the partner), whatever became of them.
+
+        ``since``: created at or after this ISO timestamp; ``kind``: of this job kind.
+        """
+        ran = [s.value for s in (JobState.APPROVED, JobState.RUNNING, JobState.COMPLETED,
+                                 JobState.FAILED)]  # fmt: skip
+        query = select(jobs).where(
+            jobs.c.side == "partner", jobs.c.peer == peer, jobs.c.state.in_(ran)
+        )
+        if since is not None:
+            query = query.where(jobs.c.created_at >= since)
+        if kind is not None:
+            query = query.where(jobs.c.kind == kind)
+        with self.engine.connect() as conn:
+            return [_record(r) for r in conn.execute(query).mappings()]
+
     def unfinished(self) -> list[JobRecord]:
         """Jobs that had not ended (what a restarted node must settle)."""
         terminal = [s.value for s in JobState if s.terminal]

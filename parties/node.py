@@ -22,7 +22,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,7 +42,7 @@ from parties.errors import (
     ReplayedMessage,
 )
 from parties.identity import NodeIdentity, public_key_from_text
-from parties.jobs import Decision, JobSpec, PartnerPolicy, evaluate
+from parties.jobs import Decision, JobKind, JobSpec, PartnerPolicy, evaluate
 from parties.jobstore import JobRecord, JobState, SqlJobStore
 from pec.errors import PecError
 
@@ -509,8 +509,14 @@ class PecNode:
             decision = Decision(approved=False, reasons=reasons)
         else:
             assert mine is not None
-            decision = evaluate(self.policy, peer.name, spec, brand_cohort=declared,
-                                partner_cohort=int(mine["input_rows"]))  # fmt: skip
+            day_ago = (self.clock() - timedelta(days=1)).isoformat()
+            aggregates = self.store.approved_for(peer.name, kind=JobKind.AGGREGATE.value)
+            decision = evaluate(
+                self.policy, peer.name, spec, brand_cohort=declared,
+                partner_cohort=int(mine["input_rows"]),
+                approved_last_day=len(self.store.approved_for(peer.name, since=day_ago)),
+                epsilon_spent=sum(float(j.spec.get("epsilon") or 0.0) for j in aggregates),
+            )  # fmt: skip
         self.store.add_event(sealed.job_id, "decision", decision.model_dump())
         state = JobState.APPROVED if decision.approved else JobState.REJECTED
         job = self.store.update(sealed.job_id, state=state, reason="; ".join(decision.reasons))

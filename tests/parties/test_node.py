@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,8 +21,8 @@ from parties.errors import (
     UnknownNode,
 )
 from parties.identity import NodeIdentity
-from parties.jobs import JobSpec
-from parties.jobstore import JobState
+from parties.jobs import JobKind, JobSpec
+from parties.jobstore import JobRecord, JobState
 from parties.node import InMemoryPeerTransport, PecNode
 from tests.parties.node_helpers import (
     BRAND,
@@ -253,3 +253,35 @@ def test_a_scores_table_may_not_replace_a_dataset_that_holds_other_data(pair: Pa
     with pytest.raises(JobError, match="holds no earlier scores"):
         pair.brand.submit(spec)
     assert pair.brand.jobs() == []
+
+
+def test_a_partner_caps_the_jobs_a_brand_runs_per_day(pair: Pair) -> None:
+    pair.partner.policy.grants[0].max_jobs_per_day = 2
+    spec = JobSpec.model_validate(OVERLAP_SPEC)
+    first, second, third = (pair.brand.submit(spec) for _ in range(3))
+    assert first.state is second.state is JobState.APPROVED
+    assert third.state is JobState.REJECTED
+    assert "already had 2 jobs approved in the last 24 hours" in third.reason
+    later = datetime.now(UTC) + timedelta(hours=25)  # a day on, the earlier jobs no longer count
+    pair.partner.clock = lambda: later
+    assert pair.brand.submit(spec).state is JobState.APPROVED
+
+
+def test_aggregate_jobs_spend_the_brands_epsilon_budget(pair: Pair) -> None:
+    grant = pair.partner.policy.grants[0]
+    grant.job_kinds.append(JobKind.AGGREGATE)
+    grant.outputs.append("aggregate:tier")
+    grant.max_epsilon, grant.epsilon_budget = 1.0, 1.0
+
+    def aggregate(epsilon: float | None) -> JobRecord:
+        spec = OVERLAP_SPEC | {"kind": "aggregate", "outputs": ["aggregate:tier"]}
+        return pair.brand.submit(JobSpec.model_validate(spec | {"epsilon": epsilon}))
+
+    assert aggregate(0.6).state is JobState.APPROVED
+    refused = aggregate(0.6)
+    assert refused.state is JobState.REJECTED
+    assert "exceeds what is left of the policy's budget (0.4 of 1.0)" in refused.reason
+    assert aggregate(0.4).state is JobState.APPROVED  # what was left
+    exact = aggregate(None)
+    assert exact.state is JobState.REJECTED and "requires noise" in exact.reason
+    assert pair.brand.submit(JobSpec.model_validate(OVERLAP_SPEC)).state is JobState.APPROVED
