@@ -19,8 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from parties.config import NodeConfig
 from parties.local_flower import free_port
-from tests.parties.node_helpers import OVERLAP_SPEC, make_homes
+from tests.parties.node_helpers import OVERLAP_SPEC, Homes, make_homes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -90,33 +91,44 @@ def _wait_ended(url: str, job_id: str, timeout: float = 150) -> dict[str, object
     raise AssertionError(f"job {job_id} did not end within {timeout} s")
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
-    brand_port, partner_port = free_port(), free_port()
-    homes = make_homes(tmp_path, brand_port=brand_port, partner_port=partner_port,
-                       superlink=f"127.0.0.1:{free_port()}", brand_db=pg_url)  # fmt: skip
-    procs = {"partner": _start(tmp_path, "partner", homes.partner)}
-    procs["brand"] = _start(tmp_path, "brand", homes.brand)
-    c = Cluster(f"http://127.0.0.1:{brand_port}", f"http://127.0.0.1:{partner_port}", tmp_path,
-                procs)  # fmt: skip
+@contextlib.contextmanager
+def running(root: Path, homes: Homes) -> Iterator[Cluster]:
+    """Both nodes of ``homes`` as processes (the partner first), healthy, stopped afterwards."""
+    brand, partner = (NodeConfig.load(h).api.port for h in (homes.brand, homes.partner))
+    procs = {"partner": _start(root, "partner", homes.partner)}
+    procs["brand"] = _start(root, "brand", homes.brand)
+    cluster = Cluster(f"http://127.0.0.1:{brand}", f"http://127.0.0.1:{partner}", root, procs)
     try:
-        _wait_health(c.partner_url, procs["partner"])
-        _wait_health(c.brand_url, procs["brand"])
-        yield c
+        _wait_health(cluster.partner_url, procs["partner"])
+        _wait_health(cluster.brand_url, procs["brand"])
+        yield cluster
     finally:
-        for name in procs:
-            c.stop(name)
+        for name in list(procs):
+            cluster.stop(name)
 
 
-def test_an_overlap_job_runs_between_two_node_processes(cluster: Cluster) -> None:
+def submit_overlap(cluster: Cluster) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
+    """``pec job submit --wait`` of the overlap spec to the brand; the run and the CLI's env."""
     spec = cluster.root / "overlap.json"
     spec.write_text(json.dumps(OVERLAP_SPEC))
     env = _env() | {"PEC_API_URL": cluster.brand_url, "PEC_API_TOKEN": "e2e-modeler"}
-
     done = subprocess.run(
         [sys.executable, "-m", "pec", "job", "submit", str(spec), "--wait", "--timeout", "150"],
         env=env, capture_output=True, text=True, timeout=200,
     )  # fmt: skip
+    return done, env
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
+    homes = make_homes(tmp_path, brand_port=free_port(), partner_port=free_port(),
+                       superlink=f"127.0.0.1:{free_port()}", brand_db=pg_url)  # fmt: skip
+    with running(tmp_path, homes) as c:
+        yield c
+
+
+def test_an_overlap_job_runs_between_two_node_processes(cluster: Cluster) -> None:
+    done, env = submit_overlap(cluster)
 
     assert done.returncode == 0, done.stdout + done.stderr
     job = json.loads(done.stdout)

@@ -31,6 +31,7 @@ from tests.parties.test_node_e2e import (
     _start,
     _wait_ended,
     _wait_health,
+    running,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -66,8 +67,7 @@ SPEC = {
 
 @pytest.fixture
 def lead_cluster(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
-    brand_port, partner_port = free_port(), free_port()
-    homes = make_homes(tmp_path, brand_port=brand_port, partner_port=partner_port,
+    homes = make_homes(tmp_path, brand_port=free_port(), partner_port=free_port(),
                        superlink=f"127.0.0.1:{free_port()}", brand_db=pg_url)  # fmt: skip
     data = tmp_path / "generated"
     generate_dataset(DatasetSpec(brand_leads=1_500, new_leads=300, partner_population=3_000,
@@ -95,17 +95,8 @@ def lead_cluster(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
     with open_ledger(homes.partner) as ledger:
         for purpose in PURPOSES:
             ledger.record(consent_rows(list(people["person_id"]), BRAND, purpose))
-    procs = {"partner": _start(tmp_path, "partner", homes.partner)}
-    procs["brand"] = _start(tmp_path, "brand", homes.brand)
-    cluster = Cluster(f"http://127.0.0.1:{brand_port}", f"http://127.0.0.1:{partner_port}",
-                      tmp_path, procs)  # fmt: skip
-    try:
-        _wait_health(cluster.partner_url, procs["partner"])
-        _wait_health(cluster.brand_url, procs["brand"])
+    with running(tmp_path, homes) as cluster:
         yield cluster
-    finally:
-        for name in list(procs):
-            cluster.stop(name)
 
 
 def _submit(cluster: Cluster, spec: dict[str, object] = SPEC) -> str:

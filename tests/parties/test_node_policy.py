@@ -3,42 +3,27 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from parties.local_flower import free_port
-from tests.parties.node_helpers import OVERLAP_SPEC, POLICY, make_homes
-from tests.parties.test_node_e2e import COMPLIANCE, Cluster, _env, _start, _wait_ended, _wait_health
+from tests.parties.node_helpers import POLICY, make_homes
+from tests.parties.test_node_e2e import COMPLIANCE, _wait_ended, running, submit_overlap
 
 pytestmark = pytest.mark.e2e
 
 
 def test_an_overlap_below_the_partners_minimum_is_withheld(tmp_path: Path) -> None:
-    brand_port, partner_port = free_port(), free_port()
-    homes = make_homes(tmp_path, brand_port=brand_port, partner_port=partner_port,
+    homes = make_homes(tmp_path, brand_port=free_port(), partner_port=free_port(),
                        superlink=f"127.0.0.1:{free_port()}")  # fmt: skip
     # 10 consented people are shared; the partner wants at least 11 before it releases anything
     (homes.partner / "policy.toml").write_text(
         POLICY.replace("min_overlap = 5", "min_overlap = 11")
     )
-    procs = {"partner": _start(tmp_path, "partner", homes.partner)}
-    procs["brand"] = _start(tmp_path, "brand", homes.brand)
-    cluster = Cluster(f"http://127.0.0.1:{brand_port}", f"http://127.0.0.1:{partner_port}",
-                      tmp_path, procs)  # fmt: skip
-    try:
-        _wait_health(cluster.partner_url, procs["partner"])
-        _wait_health(cluster.brand_url, procs["brand"])
-        spec = tmp_path / "overlap.json"
-        spec.write_text(json.dumps(OVERLAP_SPEC))
-        env = _env() | {"PEC_API_URL": cluster.brand_url, "PEC_API_TOKEN": "e2e-modeler"}
-        done = subprocess.run(
-            [sys.executable, "-m", "pec", "job", "submit", str(spec), "--wait", "--timeout",
-             "150"], env=env, capture_output=True, text=True, timeout=200,
-        )  # fmt: skip
+    with running(tmp_path, homes) as cluster:
+        done, _ = submit_overlap(cluster)
         assert done.returncode == 1, done.stdout + done.stderr
         job = json.loads(done.stdout)
         assert job["state"] == "failed"
@@ -50,6 +35,3 @@ def test_an_overlap_below_the_partners_minimum_is_withheld(tmp_path: Path) -> No
                              headers=COMPLIANCE, timeout=30).json()  # fmt: skip
         assert manifest["outputs"] in ({}, None)
         assert not list((homes.brand / "jobs" / job["job_id"]).rglob("summary.json"))
-    finally:
-        for name in procs:
-            cluster.stop(name)

@@ -17,8 +17,8 @@ import pytest
 from parties.config import NodeConfig
 from parties.identity import NodeIdentity
 from parties.local_flower import free_port
-from tests.parties.node_helpers import OVERLAP_SPEC, PARTNER, make_homes
-from tests.parties.test_node_e2e import Cluster, _env, _start, _wait_health
+from tests.parties.node_helpers import PARTNER, make_homes
+from tests.parties.test_node_e2e import _env, running, submit_overlap
 
 pytestmark = pytest.mark.e2e
 
@@ -48,20 +48,8 @@ def test_an_overlap_job_over_tls_with_supernode_authentication(tmp_path: Path) -
     assert added.returncode == 0, added.stderr
     assert NodeConfig.load(homes.brand).flower.tls and NodeConfig.load(homes.partner).flower.tls
 
-    procs = {"partner": _start(tmp_path, "partner", homes.partner)}
-    procs["brand"] = _start(tmp_path, "brand", homes.brand)
-    cluster = Cluster(f"http://127.0.0.1:{brand_port}", f"http://127.0.0.1:{partner_port}",
-                      tmp_path, procs)  # fmt: skip
-    try:
-        _wait_health(cluster.partner_url, procs["partner"])
-        _wait_health(cluster.brand_url, procs["brand"])
-        spec = tmp_path / "overlap.json"
-        spec.write_text(json.dumps(OVERLAP_SPEC))
-        env = _env() | {"PEC_API_URL": cluster.brand_url, "PEC_API_TOKEN": "e2e-modeler"}
-        done = subprocess.run(
-            [sys.executable, "-m", "pec", "job", "submit", str(spec), "--wait", "--timeout",
-             "150"], env=env, capture_output=True, text=True, timeout=200,
-        )  # fmt: skip
+    with running(tmp_path, homes) as cluster:
+        done, env = submit_overlap(cluster)
         assert done.returncode == 0, done.stdout + done.stderr
         job = json.loads(done.stdout)
         assert job["state"] == "completed", job
@@ -76,9 +64,6 @@ def test_an_overlap_job_over_tls_with_supernode_authentication(tmp_path: Path) -
         groups = json.loads((homes.partner / "flower" / "processes.json").read_text())
         cmdline = Path(f"/proc/{groups['supernode']}/cmdline").read_bytes().split(b"\0")
         assert b"--root-certificates" in cmdline and b"--auth-supernode-private-key" in cmdline
-    finally:
-        for name in procs:
-            cluster.stop(name)
     for home in (homes.brand, homes.partner):  # each node stopped its own Flower processes
         for pid in json.loads((home / "flower" / "processes.json").read_text()).values():
             assert (
@@ -93,38 +78,25 @@ def test_a_partner_with_an_external_supernode(tmp_path: Path) -> None:
     relays to it."""
     from parties.local_flower import LocalFlower
 
-    brand_port, partner_port, relay_port = free_port(), free_port(), free_port()
+    relay_port = free_port()
     superlink = f"127.0.0.1:{free_port()}"
-    homes = make_homes(tmp_path, brand_port=brand_port, partner_port=partner_port,
+    homes = make_homes(tmp_path, brand_port=free_port(), partner_port=free_port(),
                        superlink=superlink)  # fmt: skip
     config = NodeConfig.load(homes.partner)
     config.flower.supernode, config.flower.relay = "external", f"127.0.0.1:{relay_port}"
     config.save(homes.partner)
-    procs = {"partner": _start(tmp_path, "partner", homes.partner)}
-    procs["brand"] = _start(tmp_path, "brand", homes.brand)
-    cluster = Cluster(f"http://127.0.0.1:{brand_port}", f"http://127.0.0.1:{partner_port}",
-                      tmp_path, procs)  # fmt: skip
     external = LocalFlower(
         tmp_path / "supernode-host", superlink_port=int(superlink.rsplit(":", 1)[1])
     )
-    try:
-        _wait_health(cluster.partner_url, procs["partner"])
-        _wait_health(cluster.brand_url, procs["brand"])
+    with running(tmp_path, homes) as cluster:
         assert "supernode" not in json.loads(
             (homes.partner / "flower" / "processes.json").read_text()
             if (homes.partner / "flower" / "processes.json").exists() else "{}"
         )  # fmt: skip
-        external.start_supernode(f"http://127.0.0.1:{relay_port}")
-        spec = tmp_path / "overlap.json"
-        spec.write_text(json.dumps(OVERLAP_SPEC))
-        env = _env() | {"PEC_API_URL": cluster.brand_url, "PEC_API_TOKEN": "e2e-modeler"}
-        done = subprocess.run(
-            [sys.executable, "-m", "pec", "job", "submit", str(spec), "--wait", "--timeout",
-             "150"], env=env, capture_output=True, text=True, timeout=200,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert json.loads(done.stdout)["state"] == "completed"
-    finally:
-        external.stop()
-        for name in procs:
-            cluster.stop(name)
+        try:
+            external.start_supernode(f"http://127.0.0.1:{relay_port}")
+            done, _ = submit_overlap(cluster)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert json.loads(done.stdout)["state"] == "completed"
+        finally:
+            external.stop()
