@@ -13,8 +13,8 @@ own, chunk by chunk, in constant memory, and always agrees with every other tabl
   income level, car insurance and claims, car transactions, car-app usage, app interests,
   consumption preference, competitor purchases (brand, price tier, electric or not);
 * consent events (``brand_consent.csv``): grants per purpose for the partner as recipient, with
-  refusals, withdrawals, expiries and grants to other recipients, in the consent ledger's import
-  format;
+  refusals, withdrawals (a third of the withdrawing people withdraw every purpose, the others one
+  purpose each), expiries and grants to other recipients, in the consent ledger's import format;
 * the partner's consent events (``partner_consent.csv``): its people's grants per purpose for the
   brand as recipient, with refusals and withdrawals, keyed by the partner's own ``person_id``
   (the first column of ``partner_tags.csv``, unrelated to the brand's ``lead_id``);
@@ -331,6 +331,7 @@ def _consent_chunk(
     u_day = _uniform(person, seed, 62)
     u_other = _uniform(person, seed, 63)
     u_expired = _uniform(person, seed, 64)
+    u_scope = _uniform(person, seed, 65)
     for i, (pid, subject) in enumerate(zip(person.tolist(), subjects, strict=True)):
         granted_at = _EPOCH + timedelta(days=int(u_day[i] * 200), seconds=pid % 86_400)
         if u_kind[i] < spec.refuse_rate:
@@ -359,16 +360,32 @@ def _consent_chunk(
                 }
             )
         if action == "grant" and recipient == side.recipient and u_withdraw[i] < spec.withdraw_rate:
-            rows.append(
-                rows[-len(PURPOSES)]
+            grants = rows[-len(PURPOSES) :]
+            rows.extend(
+                grants[n]
                 | {
-                    "event_id": f"{side.prefix}-{pid:09d}-w",
+                    "event_id": f"{side.prefix}-{pid:09d}-w{n}",
                     "action": "withdraw",
-                    "occurred_at": (granted_at + timedelta(days=40)).isoformat(),
+                    "occurred_at": (granted_at + timedelta(days=40 + n)).isoformat(),
                     "valid_until": "",
                 }
+                for n in _withdrawn_purposes(float(u_scope[i]))
             )
     return pd.DataFrame(rows)
+
+
+#: Share of withdrawing people who withdraw every purpose at once; the others withdraw one.
+WITHDRAW_ALL_SHARE = 1 / 3
+
+
+def _withdrawn_purposes(u: float) -> range:
+    """Which purposes (indexes into PURPOSES) a withdrawing person withdraws, from a draw u."""
+    if u < WITHDRAW_ALL_SHARE:
+        return range(len(PURPOSES))
+    one = min(
+        len(PURPOSES) - 1, int((u - WITHDRAW_ALL_SHARE) / (1 - WITHDRAW_ALL_SHARE) * len(PURPOSES))
+    )
+    return range(one, one + 1)
 
 
 def _brand_consent(person: np.ndarray, spec: DatasetSpec) -> pd.DataFrame:

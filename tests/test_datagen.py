@@ -99,6 +99,28 @@ def test_consent_events_follow_the_import_format(dataset: Path) -> None:
     assert categories <= DATA_CATEGORIES and set(events["purpose"]) <= CONSENT_PURPOSES
 
 
+@pytest.mark.parametrize("name", ["brand_consent.csv", "partner_consent.csv"])
+def test_withdrawals_reach_every_purpose(dataset: Path, name: str) -> None:
+    events = pd.read_csv(dataset / name, dtype=str, keep_default_na=False)
+    withdrawals = events[events["action"] == "withdraw"]
+    assert set(withdrawals["purpose"]) == set(PURPOSES)
+    per_subject = withdrawals.groupby("subject_id")["purpose"].nunique()
+    # some people withdraw every purpose at once, most withdraw one
+    assert (per_subject == len(PURPOSES)).sum() > 0
+    assert (per_subject == 1).sum() > (per_subject == len(PURPOSES)).sum()
+    assert set(per_subject) <= {1, len(PURPOSES)}
+    # each withdrawal follows a grant of the same purpose to the same recipient
+    grants = events[events["action"] == "grant"]
+    granted = set(zip(grants["subject_id"], grants["purpose"], grants["recipient"], strict=True))
+    withdrawn = zip(
+        withdrawals["subject_id"], withdrawals["purpose"], withdrawals["recipient"], strict=True
+    )
+    assert all(w in granted for w in withdrawn)
+    first = pd.to_datetime(grants.groupby("subject_id")["occurred_at"].max(), utc=True)
+    later = pd.to_datetime(withdrawals.set_index("subject_id")["occurred_at"], utc=True)
+    assert (later > first.reindex(later.index)).all()
+
+
 def test_the_partner_consents_for_its_own_people_by_its_own_ids(dataset: Path) -> None:
     people = pd.read_csv(dataset / "partner_tags.csv", dtype=str, keep_default_na=False)
     events = pd.read_csv(dataset / "partner_consent.csv", dtype=str, keep_default_na=False)
