@@ -221,6 +221,12 @@ def _progress(path: Path) -> float | None:
     return 0.3 + 0.6 * min(1.0, float(last["done"]) / float(last["total"]))
 
 
+#: How often a running job's outputs and progress are looked at, and how often ``flwr ls`` is
+#: asked whether the run failed.
+POLL_SECONDS = 0.25
+STATUS_EVERY = 5.0
+
+
 @dataclass
 class FlowerBrandRunner:
     """Drives approved jobs through ``flwr run`` on the brand's SuperLink."""
@@ -234,6 +240,32 @@ class FlowerBrandRunner:
         thread = threading.Thread(target=self._run, args=(node, job), daemon=True)
         self.threads.append(thread)
         thread.start()
+
+    def _follow(
+        self, node: PecNode, job_id: str, run_id: str, done: Path, progress: Path | None
+    ) -> str:
+        """Wait for the run to finish; its last status (empty if it never answered).
+
+        The ServerApp publishes ``done`` last, so its appearance is the cheap sign of the end.
+        ``flwr ls`` starts a Python process (about a second of CPU on this project's 2-core
+        machine): it is asked every ``STATUS_EVERY`` seconds for a failed run, and then only to
+        confirm the end once ``done`` exists.
+        """
+        deadline = time.monotonic() + self.timeout
+        status, next_status, shown = "", 0.0, -1.0
+        while time.monotonic() < deadline:
+            finished_output = done.exists()
+            if finished_output or time.monotonic() >= next_status:
+                status = self.flower.status(run_id)
+                if status.startswith("finished"):
+                    return status
+                next_status = time.monotonic() + STATUS_EVERY
+            fraction = _progress(progress) if progress is not None else None
+            if fraction is not None and fraction != shown:
+                node.store.update(job_id, progress=round(fraction, 3))
+                shown = fraction
+            time.sleep(POLL_SECONDS)
+        return status
 
     def _run(self, node: PecNode, job: JobRecord) -> None:
         spec = JobSpec.model_validate(job.spec)
@@ -262,18 +294,10 @@ class FlowerBrandRunner:
             return
         node.store.add_event(job.job_id, "flower_run", {"run_id": run_id})
         node.store.update(job.job_id, progress=0.3)
-        deadline = time.monotonic() + self.timeout
-        status = ""
-        while time.monotonic() < deadline:
-            status = self.flower.status(run_id)
-            if status.startswith("finished"):
-                break
-            fraction = _progress(folder / "progress.jsonl") if model else None
-            if fraction is not None:
-                node.store.update(job.job_id, progress=round(fraction, 3))
-            time.sleep(0.5 if not model else 2.0)
         done_file = {JobKind.LEAD_SCORING: "metrics.json", JobKind.LOOKALIKE: "lookalike.json"}
         summary_path = folder / "out" / done_file.get(spec.kind, "summary.json")
+        status = self._follow(node, job.job_id, run_id, summary_path,
+                              folder / "progress.jsonl" if model else None)  # fmt: skip
         if status != "finished:completed" or not summary_path.exists():
             why = status or "no status"
             if not status.startswith("finished"):
