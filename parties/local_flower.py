@@ -49,6 +49,28 @@ def _is_ours(pid: int, workdir: Path) -> bool:
     return cwd == workdir and (b"flower-" in cmdline or b"flwr" in cmdline or b"pec" in cmdline)
 
 
+def reap_recorded(workdir: Path) -> list[str]:
+    """Stop the Flower process groups recorded in ``workdir`` that still run; their names.
+
+    Each recorded group is stopped only while its leader is still a Flower process started from
+    ``workdir`` (a reused PID is left alone). The record is removed.
+    """
+    workdir = workdir.resolve()
+    record = workdir / PROCESS_FILE
+    try:
+        groups = {str(k): int(v) for k, v in json.loads(record.read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return []
+    reaped = []
+    for name, pid in groups.items():
+        if _is_ours(pid, workdir):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            reaped.append(name)
+    record.unlink(missing_ok=True)
+    return reaped
+
+
 def free_port() -> int:
     """A free TCP port on loopback."""
     with socket.socket() as s:
@@ -151,22 +173,9 @@ class LocalFlower:
         """Stop the process groups a previous owner of this folder left running; their names.
 
         A node killed with SIGKILL cannot stop its SuperLink or SuperNode; the next start on the
-        same home finds their groups in the folder's record and stops each one whose leader is
-        still a Flower process started from this folder (a reused PID is left alone).
+        same home finds their groups in the folder's record (see :func:`reap_recorded`).
         """
-        record = self.workdir / PROCESS_FILE
-        try:
-            groups = {str(k): int(v) for k, v in json.loads(record.read_text()).items()}
-        except (OSError, ValueError, AttributeError):
-            return []
-        reaped = []
-        for name, pid in groups.items():
-            if _is_ours(pid, self.workdir):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-                reaped.append(name)
-        record.unlink(missing_ok=True)
-        return reaped
+        return reap_recorded(self.workdir)
 
     def start_superlink(self) -> None:
         """The brand's SuperLink: TLS (and SuperNode authentication) when configured."""

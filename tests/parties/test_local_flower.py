@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 pytest.importorskip("flwr")
 
 from parties.flower_tls import make_superlink_tls, make_supernode_key
-from parties.local_flower import LocalFlower, free_port
+from parties.local_flower import LocalFlower, free_port, reap_recorded
 
 
 @pytest.mark.unit
@@ -155,6 +155,12 @@ def test_a_new_owner_stops_the_processes_a_killed_one_left_running(tmp_path: Pat
     orphan.wait(timeout=10)
     assert orphan.returncode == -9
     assert second.reap_stale() == []  # the record is gone
+    # the same, without a LocalFlower: what the two-node test harness does after each test
+    second.start("supernode", [sys.executable, "-c", "import time; time.sleep(120)", "pec-stub"])
+    orphan = second.processes["supernode"]
+    assert reap_recorded(tmp_path / "flower") == ["supernode"]
+    orphan.wait(timeout=10)
+    assert orphan.returncode == -9
 
 
 @pytest.mark.unit

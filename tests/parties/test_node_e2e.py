@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from parties.config import NodeConfig
-from parties.local_flower import free_port
+from parties.local_flower import free_port, reap_recorded
 from tests.parties.node_helpers import OVERLAP_SPEC, Homes, make_homes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -105,6 +105,9 @@ def running(root: Path, homes: Homes) -> Iterator[Cluster]:
     finally:
         for name in list(procs):
             cluster.stop(name)
+        # a node a test killed with SIGKILL (and did not restart) left its Flower groups behind
+        for home in (homes.brand, homes.partner):
+            reap_recorded(home / "flower")
 
 
 def submit_overlap(cluster: Cluster) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
