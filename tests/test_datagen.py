@@ -116,9 +116,9 @@ def test_withdrawals_reach_every_purpose(dataset: Path, name: str) -> None:
         withdrawals["subject_id"], withdrawals["purpose"], withdrawals["recipient"], strict=True
     )
     assert all(w in granted for w in withdrawn)
-    first = pd.to_datetime(grants.groupby("subject_id")["occurred_at"].max(), utc=True)
-    later = pd.to_datetime(withdrawals.set_index("subject_id")["occurred_at"], utc=True)
-    assert (later > first.reindex(later.index)).all()
+    last_grant = pd.to_datetime(grants.groupby("subject_id")["occurred_at"].max(), utc=True)
+    withdrawn_at = pd.to_datetime(withdrawals.set_index("subject_id")["occurred_at"], utc=True)
+    assert (withdrawn_at > last_grant.reindex(withdrawn_at.index)).all()
 
 
 def test_the_partner_consents_for_its_own_people_by_its_own_ids(dataset: Path) -> None:
