@@ -2,38 +2,68 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
-from consent.cli import app as consent_app
 from pec import __version__
-from pec.demo import DemoNode
 from pec.errors import PecError
-from pec.job_cli import app as job_app
-from pec.lookalike_cli import app as lookalike_app
-from pec.node_cli import app as node_app
-from pec.psi_cli import app as psi_app
 from pec.psi_cli import fail, progress_bars
-from pec.vfl_cli import app as vfl_app
+
+if TYPE_CHECKING:
+    from pec.demo import DemoNode
+
+#: The sub-command groups and the modules that define them. Each is imported only when a command
+#: of its group runs (or for ``--help``), so that ``pec psi local`` does not pay for SQLAlchemy,
+#: pydantic, httpx and Flower's modules that other groups need: every command starts fast.
+GROUPS: dict[str, str] = {
+    "psi": "pec.psi_cli",
+    "consent": "consent.cli",
+    "node": "pec.node_cli",
+    "job": "pec.job_cli",
+    "vfl": "pec.vfl_cli",
+    "lookalike": "pec.lookalike_cli",
+}
+
+
+@cache
+def _load_group(name: str) -> click.Command:
+    group = typer.main.get_group(importlib.import_module(GROUPS[name]).app)
+    group.name = name
+    return group
+
+
+class _LazyGroups(TyperGroup):
+    """The top-level group: the groups of :data:`GROUPS` are loaded on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        plain = [n for n in names if not isinstance(self.commands[n], click.Group)]
+        # as typer lists them: plain commands first, then the groups
+        return [*plain, *GROUPS, *(n for n in names if n not in plain)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in GROUPS:
+            return _load_group(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
 
 app = typer.Typer(
     name="pec",
     help="PEC: a privacy-preserving clean room for brands and their data partners.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=_LazyGroups,
 )
-app.add_typer(psi_app, name="psi")
-app.add_typer(consent_app, name="consent")
-app.add_typer(node_app, name="node")
-app.add_typer(job_app, name="job")
-app.add_typer(vfl_app, name="vfl")
-app.add_typer(lookalike_app, name="lookalike")
 data_app = typer.Typer(help="Generated data for trying PEC out.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 

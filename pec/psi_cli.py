@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -21,9 +21,14 @@ from rich.progress import (
 )
 
 from pec.errors import InputError, PecError
-from pec.psi_local import PsiLocalOptions, check_inputs, parse_key_spec, run_psi_local
 from psi.errors import InvalidKeyKind
-from psi.protocol import Reveal
+from psi.wire import Reveal
+
+if TYPE_CHECKING:
+    from pec.psi_local import PsiLocalOptions
+
+# Every ``pec`` command imports this module (for ``fail`` and the progress bars), so the PSI
+# engine and pandas are imported inside the commands that use them: the CLI starts fast.
 
 app = typer.Typer(help="Private set intersection (ECDH-PSI on X25519).", no_args_is_help=True)
 _stderr = Console(stderr=True)
@@ -85,6 +90,8 @@ def local(
     ] = False,
 ) -> None:
     """Run both sides of a PSI on this machine, as two processes that exchange only messages."""
+    from pec.psi_local import PsiLocalOptions, check_inputs, parse_key_spec
+
     try:
         keys = tuple(parse_key_spec(spec) for spec in key)
     except (InvalidKeyKind, InputError) as exc:
@@ -122,22 +129,32 @@ def progress_bars(console: Console) -> Iterator[Callable[[str, str, int, int], N
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as bars:
-        tasks: dict[tuple[str, str], TaskID] = {}
+    # The display (and its refresh thread) starts with the first event, so that the work can
+    # first fork its processes from a single-threaded process.
+    bars = Progress(*columns, console=console, transient=False)
+    tasks: dict[tuple[str, str], TaskID] = {}
 
-        def on_progress(role: str, stage: str, done: int, total: int) -> None:
-            key = (role, stage)
-            if key not in tasks:
-                tasks[key] = bars.add_task(f"{role}: {stage}", total=total)
-            bars.update(tasks[key], completed=done, total=total)
+    def on_progress(role: str, stage: str, done: int, total: int) -> None:
+        if not tasks:
+            bars.start()
+        key = (role, stage)
+        if key not in tasks:
+            tasks[key] = bars.add_task(f"{role}: {stage}", total=total)
+        bars.update(tasks[key], completed=done, total=total)
 
+    try:
         yield on_progress
+    finally:
+        if tasks:
+            bars.stop()
 
 
 def run_with_progress(
     left: Path, right: Path, out: Path, options: PsiLocalOptions
 ) -> dict[str, object]:
     """Run a local PSI with a progress bar per party and stage on stderr."""
+    from pec.psi_local import run_psi_local
+
     with progress_bars(_stderr) as on_progress:
         return run_psi_local(left, right, out, options, progress=on_progress)
 
@@ -165,6 +182,7 @@ def aggregate(
 ) -> None:
     """Count the partner's GROUP values over the brand's set; the brand learns only the cells."""
     from pec.aggregate_local import AggregateOptions, run_aggregate_local
+    from pec.psi_local import parse_key_spec
 
     try:
         options = AggregateOptions(
@@ -213,6 +231,7 @@ def serve(
     """Serve one approved PSI job to the partner's Flower relay; exit when it completes."""
     from parties.psi_job import PsiJobSide
     from parties.relay_server import RelayServer
+    from pec.psi_local import parse_key_spec
     from pec.tables import inspect_table
     from psi.wire import Role
 

@@ -32,7 +32,7 @@ import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from enum import Enum
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
@@ -48,7 +48,17 @@ from psi.errors import (
     PsiError,
     UnexpectedMessage,
 )
-from psi.wire import PROTOCOL, Abort, Hello, Labels, Message, Points, PointsKind, Role
+from psi.wire import (
+    PROTOCOL,
+    Abort,
+    Hello,
+    Labels,
+    Message,
+    Points,
+    PointsKind,
+    Reveal,
+    Role,
+)
 
 __all__ = [
     "PartyInput",
@@ -67,23 +77,6 @@ _KEY_PERSON = b"pec/psi-key/v1"
 _SALT_PERSON = b"pec/psi-salt/v1"
 _ALIGN_PERSON = b"pec/psi-align/v1"
 _NONCE = bytes(12)  # each payload key encrypts exactly one message
-
-
-class Reveal(StrEnum):
-    """Who learns what."""
-
-    LEFT = "left"
-    RIGHT = "right"
-    BOTH = "both"
-    COUNT = "count"
-
-    def learns_rows(self, role: Role) -> bool:
-        """Whether ``role`` learns which of its own rows matched."""
-        return self is Reveal.BOTH or self.value == role.value
-
-    def learns_anything(self, role: Role) -> bool:
-        """Whether ``role`` learns rows or the count."""
-        return self is Reveal.COUNT or self.learns_rows(role)
 
 
 class Stage(Enum):

@@ -35,6 +35,7 @@ __all__ = [
     "Message",
     "Points",
     "PointsKind",
+    "Reveal",
     "Role",
     "from_wire",
     "to_wire",
@@ -57,6 +58,23 @@ class Role(StrEnum):
     def peer(self) -> Role:
         """The other side."""
         return Role.RIGHT if self is Role.LEFT else Role.LEFT
+
+
+class Reveal(StrEnum):
+    """Who learns what (agreed in the handshake)."""
+
+    LEFT = "left"
+    RIGHT = "right"
+    BOTH = "both"
+    COUNT = "count"
+
+    def learns_rows(self, role: Role) -> bool:
+        """Whether ``role`` learns which of its own rows matched."""
+        return self is Reveal.BOTH or self.value == role.value
+
+    def learns_anything(self, role: Role) -> bool:
+        """Whether ``role`` learns rows or the count."""
+        return self is Reveal.COUNT or self.learns_rows(role)
 
 
 class PointsKind(StrEnum):
