@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from pec.errors import InputError, PecError
 from pec.tables import inspect_table, iter_table, read_columns
-from psi.batch import BatchEngine, InlineEngine, PoolEngine
+from psi.batch import BatchEngine, InlineEngine, PoolEngine, start_method
 from psi.errors import PsiAborted, PsiError
 from psi.normalize import KeyKind, NormalizationRules, infer_kind
 from psi.protocol import PsiConfig, PsiParty, PsiResult, Reveal
@@ -353,13 +353,18 @@ def run_parties(
         InputError: a party could not use its input.
         PsiError: a party failed, died, or made no progress within ``timeout``.
     """
-    ctx = get_context("spawn")
+    # fork when this process has one thread (the CLI): the parties inherit its imports
+    method = start_method()
+    ctx = get_context("fork") if method == "fork" else get_context("spawn")
     conn_left, conn_right = ctx.Pipe(duplex=True)
     events = ctx.Queue()
+    ends = {Role.LEFT: (conn_left, conn_right), Role.RIGHT: (conn_right, conn_left)}
     processes = {
         role: ctx.Process(
-            target=target,
-            args=(job, conn_left if role is Role.LEFT else conn_right, events),
+            target=_party_entry,
+            # a forked party inherits the peer's end too, and must close it to see EOF if the
+            # peer dies; a spawned one receives only its own
+            args=(target, job, ends[role][0], ends[role][1] if method == "fork" else None, events),
             name=f"{name}-{role.value}",
         )
         for role, job in jobs.items()
@@ -375,6 +380,18 @@ def run_parties(
             if process.is_alive():
                 process.kill()
             process.join(timeout=10)
+
+
+def _party_entry(
+    target: Callable[[Any, Connection, Any], None],
+    job: Any,
+    own: Connection,
+    peer_end: Connection | None,
+    events: Any,
+) -> None:
+    if peer_end is not None:
+        peer_end.close()
+    target(job, own, events)
 
 
 def collect_reports(

@@ -23,6 +23,7 @@ __all__ = [
     "PoolEngine",
     "hash_and_mask",
     "mask_and_truncate",
+    "start_method",
 ]
 
 
@@ -44,6 +45,17 @@ def mask_and_truncate(scalar: bytes, points: bytes, width: int, curve_only: bool
     if width == POINT_BYTES:
         return masked
     return b"".join(masked[i : i + width] for i in range(0, len(masked), POINT_BYTES))
+
+
+def start_method() -> str:
+    """How to start worker or party processes from this process: ``fork`` or ``spawn``.
+
+    Fork is cheapest (the child inherits this process's imported modules instead of importing
+    them again) but only safe while this process runs a single thread; otherwise spawn.
+    """
+    if "fork" in get_all_start_methods() and threading.active_count() == 1:
+        return "fork"
+    return "spawn"
 
 
 def _warm_up() -> None:
@@ -105,13 +117,7 @@ class PoolEngine:
     def __init__(self, workers: int = 0, *, min_split: int = 2_048) -> None:
         self.workers = workers or os.cpu_count() or 1
         self._min_split = min_split
-        # Fork is cheapest (workers inherit the imported modules) but only safe while this
-        # process has a single thread; otherwise spawn.
-        method = (
-            "fork"
-            if "fork" in get_all_start_methods() and threading.active_count() == 1
-            else "spawn"
-        )
+        method = start_method()
         self.start_method = method
         self._pool: Executor = ProcessPoolExecutor(
             max_workers=self.workers, mp_context=get_context(method)

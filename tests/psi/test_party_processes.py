@@ -1,0 +1,65 @@
+"""The two party processes of ``pec psi local`` (``run_parties``), under either start method."""
+
+import os
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import pec.psi_local
+from psi.errors import PsiError
+from psi.wire import Role
+
+pytestmark = pytest.mark.integration
+
+
+def _dies_or_listens(job: tuple[str, Path], conn: Connection, events: Any) -> None:
+    """The left party dies at once; the right one writes down how it learns of that."""
+    action, marker = job
+    if action == "die":
+        os._exit(3)
+    started = time.monotonic()
+    try:
+        if conn.poll(60):
+            conn.recv_bytes()
+        seen = "nothing"
+    except EOFError:
+        seen = "eof"
+    marker.write_text(f"{seen} {time.monotonic() - started:.2f}")
+
+
+def _echo(job: tuple[str, Path], conn: Connection, events: Any) -> None:
+    """Each side sends its name over the pipe and reports what it received."""
+    role, _ = job
+    conn.send_bytes(role.encode())
+    events.put(("result", role, {"got": conn.recv_bytes().decode(), "pid": os.getpid()}))
+
+
+@pytest.fixture(params=["fork", "spawn"])
+def method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(pec.psi_local, "start_method", lambda: request.param)
+    return str(request.param)
+
+
+def test_the_parties_talk_only_to_each_other(method: str, tmp_path: Path) -> None:
+    jobs = {Role.LEFT: ("left", tmp_path), Role.RIGHT: ("right", tmp_path)}
+    reports = pec.psi_local.run_parties(_echo, jobs, "pec-test", 30, None)
+    assert reports["left"]["got"] == "right"
+    assert reports["right"]["got"] == "left"
+    assert reports["left"]["pid"] != reports["right"]["pid"] != os.getpid()
+
+
+def test_a_party_that_dies_is_an_error_and_its_peer_sees_the_link_close(
+    method: str, tmp_path: Path
+) -> None:
+    # A forked party inherits both ends of the pipe; unless it closes its peer's end, it would
+    # wait out its timeout instead of seeing EOF when the peer dies.
+    marker = tmp_path / "right-saw"
+    jobs = {Role.LEFT: ("die", marker), Role.RIGHT: ("listen", marker)}
+    with pytest.raises(PsiError, match="left party exited without a result"):
+        pec.psi_local.run_parties(_dies_or_listens, jobs, "pec-test", 30, None)
+    seen, seconds = marker.read_text().split()
+    assert seen == "eof"
+    assert float(seconds) < 30
