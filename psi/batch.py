@@ -15,7 +15,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from multiprocessing import get_all_start_methods, get_context
 from typing import Protocol
 
-from pec.crypto.masking import POINT_BYTES, hash_to_u, mask_points
+from pec.crypto.masking import POINT_BYTES, hash_values, mask_points
 
 __all__ = [
     "BatchEngine",
@@ -31,7 +31,7 @@ def hash_and_mask(
     scalar: bytes, salt: bytes, tag: bytes, values: Sequence[bytes], curve_only: bool = True
 ) -> bytes:
     """Hash each value to a point and mask it with ``scalar``; concatenated 32-byte points."""
-    points = b"".join(hash_to_u(v, salt, tag, curve_only=curve_only) for v in values)
+    points = hash_values(values, salt, tag, curve_only=curve_only)
     return mask_points(scalar, points, validate=False)
 
 

@@ -196,7 +196,12 @@ def normalize_column(
     import numpy as np
     import pandas as pd
 
-    text = _as_text(series)
+    if kind is KeyKind.RAW and isinstance(series.dtype, pd.StringDtype):
+        # already text (as tables are read) and used as is: no per-cell Python loop
+        text = series.fillna("")
+    else:
+        # str cells (Python's own string and regex semantics for the emails and phones)
+        text = _as_text(series)
     if kind is KeyKind.RAW:
         out = text.where(text != "", None)
     elif kind is KeyKind.EMAIL:
@@ -218,7 +223,7 @@ def normalize_column(
         slow = ~fast & (text.str.strip() != "")
         if slow.any():
             out[slow] = text[slow].map(lambda v: normalize_phone(v, rules))
-    out = pd.Series([v if isinstance(v, str) else None for v in out], dtype=object)
+    out = pd.Series(out.to_numpy(dtype=object, na_value=None), dtype=object)
     invalid = out.isna().to_numpy()
     positions = np.flatnonzero(invalid)
     return NormalizedColumn(

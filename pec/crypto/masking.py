@@ -34,6 +34,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import gmpy2
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -59,6 +60,7 @@ POINT_BYTES = 32
 _A = 486662
 _U_MASK = (1 << 255) - 1
 _HASH_PERSON = b"pec/h2u/v1"
+_COUNTERS = tuple(bytes([c]) for c in range(256))
 # u-coordinates of the points of small order on Curve25519 and its twist, plus the two
 # non-canonical encodings of 0 and 1 that an honest party never sends.
 _SMALL_ORDER_U = frozenset(
@@ -104,33 +106,41 @@ def is_valid_point(encoded: bytes, *, curve_only: bool = True) -> bool:
     return not curve_only or _on_curve(u)
 
 
-def hash_to_u(value: bytes, salt: bytes, tag: bytes, *, curve_only: bool = True) -> bytes:
-    """Hash ``value`` to a canonical u-coordinate of large order.
+def _keyed_hasher(salt: bytes, tag: bytes) -> Any:
+    """BLAKE2b keyed with the salt, personalised, with the length-prefixed tag absorbed."""
+    hasher = hashlib.blake2b(digest_size=32, key=salt, person=_HASH_PERSON)
+    hasher.update(len(tag).to_bytes(2, "big") + tag)
+    return hasher
 
-    ``salt`` is the per-run salt (up to 64 bytes, used as the BLAKE2b key) and ``tag`` separates
-    domains (protocol, key slot, kind). With ``curve_only`` the point lies on Curve25519 itself;
-    otherwise it may lie on the twist.
-    """
-    prefix = len(tag).to_bytes(2, "big") + tag
+
+def _hash_one(base: Any, value: bytes, curve_only: bool) -> bytes:
     for counter in range(256):
-        digest = hashlib.blake2b(
-            prefix + counter.to_bytes(1, "big") + value,
-            digest_size=32,
-            key=salt,
-            person=_HASH_PERSON,
-        ).digest()
-        u = int.from_bytes(digest, "little") & _U_MASK
+        hasher = base.copy()  # cheaper than keying a new hasher for every value
+        hasher.update(_COUNTERS[counter] + value)
+        u = int.from_bytes(hasher.digest(), "little") & _U_MASK
         if u < FIELD_PRIME and u not in _SMALL_ORDER_U and (not curve_only or _on_curve(u)):
             return u.to_bytes(POINT_BYTES, "little")
     # Each try lands on the curve with probability ~1/2; 256 misses do not happen (2^-256).
     raise MaskingError("hash_to_u found no curve point")  # pragma: no cover
 
 
+def hash_to_u(value: bytes, salt: bytes, tag: bytes, *, curve_only: bool = True) -> bytes:
+    """Hash ``value`` to a canonical u-coordinate of large order.
+
+    ``salt`` is the per-run salt (up to 64 bytes, used as the BLAKE2b key) and ``tag`` separates
+    domains (protocol, key slot, kind). The input of try ``c`` (0..255) is
+    ``len(tag) as 2 bytes || tag || c as 1 byte || value``. With ``curve_only`` the point lies on
+    Curve25519 itself; otherwise it may lie on the twist.
+    """
+    return _hash_one(_keyed_hasher(salt, tag), value, curve_only)
+
+
 def hash_values(
     values: Iterable[bytes], salt: bytes, tag: bytes, *, curve_only: bool = True
 ) -> bytes:
-    """Hash each value to a point; returns the points concatenated (32 bytes each)."""
-    return b"".join(hash_to_u(v, salt, tag, curve_only=curve_only) for v in values)
+    """Hash each value to a point (as :func:`hash_to_u`); returns the points concatenated."""
+    base = _keyed_hasher(salt, tag)
+    return b"".join(_hash_one(base, v, curve_only) for v in values)
 
 
 def _clamp(scalar: bytes) -> int:

@@ -11,6 +11,7 @@ from pec.crypto.masking import (
     MaskingError,
     MaskingKey,
     hash_to_u,
+    hash_values,
     is_valid_point,
     mask_points,
 )
@@ -64,6 +65,8 @@ def test_hash_to_u_known_answers(vector: dict[str, str]) -> None:
     )
     assert hash_to_u(value, salt, tag).hex() == vector["u"]
     assert _reference_hash_to_u(value, salt, tag).hex() == vector["u"]
+    # the batch path (one keyed hasher per chunk, copied per value) gives the same points
+    assert hash_values([b"other", value], salt, tag)[32:].hex() == vector["u"]
 
 
 @given(st.binary(max_size=40), st.binary(max_size=10))

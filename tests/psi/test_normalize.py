@@ -106,6 +106,20 @@ def test_raw_keys_are_as_is() -> None:
     assert column.invalid_count == 2
 
 
+@given(st.lists(st.one_of(st.none(), st.text(max_size=12)), max_size=30))
+def test_raw_keys_are_the_same_from_a_text_column_and_an_object_column(
+    cells: list[str | None],
+) -> None:
+    # tables are read as pandas' str dtype, which takes a loop-free path
+    text = normalize_column(pd.Series(cells, dtype="str"), KeyKind.RAW, RULES)
+    objects = normalize_column(pd.Series(cells, dtype=object), KeyKind.RAW, RULES)
+    assert text.values.tolist() == objects.values.tolist()
+    assert (text.invalid_count, text.invalid_examples) == (
+        objects.invalid_count,
+        objects.invalid_examples,
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "kind"),
     [
