@@ -223,7 +223,9 @@ def normalize_column(
         slow = ~fast & (text.str.strip() != "")
         if slow.any():
             out[slow] = text[slow].map(lambda v: normalize_phone(v, rules))
-    out = pd.Series(out.to_numpy(dtype=object, na_value=None), dtype=object)
+    cells = out.to_numpy(dtype=object, copy=True)
+    cells[pd.isna(cells)] = None  # NaN and pd.NA of the vectorised paths become None
+    out = pd.Series(cells, dtype=object)
     invalid = out.isna().to_numpy()
     positions = np.flatnonzero(invalid)
     return NormalizedColumn(
