@@ -170,3 +170,36 @@ def test_malformed_key_material_is_refused() -> None:
         MaskingKey(bytes(31))
     with pytest.raises(ValueError):
         MaskingKey(b"\x01" * 32)  # not clamped
+
+
+def test_the_point_loader_agrees_with_the_public_classmethod() -> None:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import (
+        X25519PrivateKey,
+        X25519PublicKey,
+    )
+
+    from pec.crypto import masking
+
+    key = X25519PrivateKey.generate()
+    for _ in range(20):
+        point = X25519PrivateKey.generate().public_key().public_bytes_raw()
+        loaded = masking._load_point(point)
+        assert isinstance(loaded, X25519PublicKey)
+        assert key.exchange(loaded) == key.exchange(X25519PublicKey.from_public_bytes(point))
+    with pytest.raises(ValueError):
+        masking._load_point(bytes(31))
+
+
+def test_the_point_loader_falls_back_to_the_public_classmethod(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cryptography.hazmat.bindings._rust import openssl as rust_openssl
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+    from pec.crypto import masking
+
+    # a release of cryptography whose wrapped function is gone, or behaves differently
+    monkeypatch.delattr(rust_openssl.x25519, "from_public_bytes")
+    assert masking._point_loader() == X25519PublicKey.from_public_bytes
+    monkeypatch.setattr(rust_openssl.x25519, "from_public_bytes", lambda data: data, raising=False)
+    assert masking._point_loader() == X25519PublicKey.from_public_bytes
