@@ -499,6 +499,7 @@ class PsiParty:
             st.my_order = [order]
             k = len(self.config.kinds)
             total = records.shape[0]
+            self._progress("mask own", 0, total)  # the stage starts (its bar and clock)
             for index, start in enumerate(range(0, total, chunk)):
                 rows = records[order[start : start + chunk]]
                 per_slot = []
@@ -529,6 +530,7 @@ class PsiParty:
         else:
             total = sum(len(v) for v in self._data.slot_values)
             done = 0
+            self._progress("mask own", 0, total)
             for slot, distinct in enumerate(self._data.slot_values):
                 order = random_permutation(len(distinct), self._randbytes)
                 st.my_order.append(order)
@@ -564,6 +566,7 @@ class PsiParty:
         tag_width = st.tag_width
         total = sum(len(v) for v in self._data.slot_values)
         done = 0
+        self._progress("mask own", 0, total)
         for slot, values in enumerate(self._data.slot_values):
             order = random_permutation(len(values), self._randbytes)
             tag = self._slot_tag(slot)
@@ -623,10 +626,12 @@ class PsiParty:
         if msg.width != POINT_BYTES or msg.arity != arity:
             raise UnexpectedMessage("masked values have the wrong width or arity")
         self._advance(st.peer_masked_in, msg.slot, msg.chunk, msg.count, "masked values")
+        stream = st.peer_masked_in[max(msg.slot, 0)]
+        if stream.received == msg.count:  # the first chunk: the stage starts
+            self._progress("mask peer", 0, stream.expected)
         doubled = self._engine.mask_and_truncate(
             self._key.raw_scalar(), msg.body, st.width, self._curve_only
         )
-        stream = st.peer_masked_in[max(msg.slot, 0)]
         self._progress("mask peer", stream.received, stream.expected)
         learns = self.config.reveal.learns_anything(self.role)
         if self._count_mode:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 
@@ -24,6 +24,7 @@ def make_parties(
     chunk_size: int = 3,
     run_id: str = "run-1",
     align: bool = False,
+    progress: Callable[[Role, str, int, int], None] | None = None,
 ) -> tuple[PsiParty, PsiParty]:
     def table(rows: Sequence[Sequence[str | None]]) -> list[pd.Series]:
         return [
@@ -43,7 +44,16 @@ def make_parties(
         chunk_size=chunk_size,
         align=align,
     )
-    return PsiParty(Role.LEFT, config, li), PsiParty(Role.RIGHT, config, ri)
+
+    def observer(role: Role) -> Callable[[str, int, int], None] | None:
+        if progress is None:
+            return None
+        return lambda stage, done, total: progress(role, stage, done, total)
+
+    return (
+        PsiParty(Role.LEFT, config, li, progress=observer(Role.LEFT)),
+        PsiParty(Role.RIGHT, config, ri, progress=observer(Role.RIGHT)),
+    )
 
 
 def exchange(a: PsiParty, b: PsiParty) -> list[bytes]:

@@ -319,3 +319,19 @@ def test_alignment_needs_both_sides_to_learn_and_to_agree() -> None:
     next(b.start())
     with pytest.raises(HandshakeMismatch, match="alignment"):
         list(b.receive(hello_a))
+
+
+@pytest.mark.parametrize("reveal", [Reveal.LEFT, Reveal.COUNT])
+def test_progress_reports_each_stage_from_zero_to_its_total(reveal: Reveal) -> None:
+    events: list[tuple[Role, str, int, int]] = []
+    rows = [[f"id{i}"] for i in range(10)]
+    left, right = make_parties(
+        rows, rows[3:], [KeyKind.RAW], reveal, chunk_size=4, progress=lambda *e: events.append(e)
+    )
+    exchange(left, right)
+    for role, own, peer in ((Role.LEFT, 10, 7), (Role.RIGHT, 7, 10)):
+        for stage, total in (("mask own", own), ("mask peer", peer)):
+            seen = [(d, t) for r, s, d, t in events if r is role and s == stage]
+            assert seen[0] == (0, total), (role, stage)  # the bar starts when the work does
+            assert seen[-1] == (total, total)
+            assert [d for d, _ in seen] == sorted(d for d, _ in seen)
