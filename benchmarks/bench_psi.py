@@ -78,6 +78,9 @@ def run_pec(left: Path, right: Path, out: Path) -> dict[str, object]:
         "seconds": seconds,
         "intersection": summary["intersection"],
         "peak": summary["peak_rss_mb"],
+        # each party's read / normalize / protocol / write seconds; the rest of the wall time is
+        # starting the CLI and the party processes
+        "phases": summary["phase_seconds"],
     }
 
 
@@ -208,6 +211,14 @@ def main() -> None:
             om_cols, target = f"skipped | - | {pec_mem} | -", "-"
         floor = floor_seconds(n, per_call, cores)
         print(f"| {n:,} | {pec['seconds']:.1f} | {om_cols} | {floor:.1f} | {target} |")
+    print("\nPEC phases, seconds (read / normalize / protocol / write), left; right:")
+    for n, pec, _ in rows:
+        phases = pec["phases"]
+        sides = "; ".join(
+            " / ".join(f"{phases[s][p]:.2f}" for p in ("read", "normalize", "protocol", "write"))
+            for s in ("left", "right")
+        )
+        print(f"- {n:,}: {sides}")
 
 
 if __name__ == "__main__":
