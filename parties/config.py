@@ -69,9 +69,9 @@ class FlowerSection(_Strict):
 
     superlink: str = "127.0.0.1:9092"
     stream_host: str = "127.0.0.1"
-    """Brand: the address a partner dials for a model job's direct stream (TLS 1.3, pinned
-    per-job certificates); across machines, one the partner can reach. Empty: every message of
-    the job goes over Flower instead (slower: a floor of seconds per message)."""
+    """Brand: the address a partner dials for a model or PSI job's direct stream (TLS 1.3,
+    pinned per-job certificates); across machines, one the partner can reach. Empty: every
+    message of the job goes over Flower instead (slower: a floor of seconds per message)."""
     supernode: str = Field(default="managed", pattern=r"^(managed|external)$")
     """Partner: ``managed`` starts the SuperNode as a child of ``pec node start`` (one machine,
     development); ``external`` leaves it to a separate container or host without the partner's

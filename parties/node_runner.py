@@ -35,7 +35,7 @@ from parties.local_flower import LocalFlower
 from parties.lookalike_job import LookalikeRelayJob
 from parties.node import INPUT, SCORE_INPUT, PecNode
 from parties.psi_job import PsiJobSide
-from parties.relay_server import MAX_BODY, PsiRelayJob, RelayJob
+from parties.relay_server import MAX_BODY, OverlapBelowMinimum, PsiRelayJob, RelayJob
 from parties.vfl_job import VflRelayJob
 from pec.errors import PecError
 from pec.psi_local import parse_key_spec
@@ -287,6 +287,10 @@ class FlowerBrandRunner:
             }
             if spec.kind is JobKind.AGGREGATE:
                 config["kind"] = "aggregate"
+            else:  # a PSI's second round trip goes over a direct stream, offered with the first
+                stream_host = node.config.flower.stream_host
+                config["transport"] = "stream" if stream_host else "flower"
+                config["stream-host"] = stream_host or "127.0.0.1"
         try:
             run_id = self.flower.launch(config)
         except PartyError as exc:
@@ -397,7 +401,14 @@ class PartnerRelay:
             side = PsiJobSide(job_id=job.job_id, role=Role.RIGHT, table=folder / INPUT,
                               keys=keys_text(spec), reveal=spec.kind.psi_reveal,
                               out=folder / "out", payload=tags(spec))  # fmt: skip
-            relay_job = PsiRelayJob(side)
+            grant = node.policy.grant_for(job.peer)
+            # the partner knows the overlap before the brand does (count and row modes): below
+            # its grant's minimum, it withholds the last reply and nothing is released
+            psi_job = PsiRelayJob(side, min_overlap=grant.min_overlap if grant else 0,
+                                  timeout=self.timeout)  # fmt: skip
+            job_id = job.job_id
+            psi_job.on_finished = lambda error: self._finished_on_stream(job_id, error)
+            relay_job = psi_job
         with self._lock:
             self._jobs[job.job_id] = (relay_job, spec, time.monotonic() + self.timeout)
 
@@ -445,14 +456,17 @@ class PartnerRelay:
             entry = self._jobs.pop(job_id, None)
         if entry is None:
             return
-        relay_job = entry[0]
+        relay_job, spec, _ = entry
         if error is None and relay_job.done:
             try:
                 summary = relay_job.complete()
             except PecError as exc:
                 _fail(self.node, job_id, f"the partner's outputs failed ({type(exc).__name__})")
                 return
-            kept: dict[str, Any] = {"model": "kept by the partner"}
+            if isinstance(relay_job, PsiRelayJob):  # as when the last batch came over Flower
+                kept = _outputs(spec, summary)
+            else:
+                kept = {"model": "kept by the partner"}
             if isinstance(relay_job, LookalikeRelayJob):
                 audience = relay_job.partner_job
                 kept["audience"] = {"handle": audience.audience_handle,
@@ -463,6 +477,9 @@ class PartnerRelay:
                                    outputs=kept)  # fmt: skip
             return
         relay_job.abandon()
+        if isinstance(error, OverlapBelowMinimum):  # the last reply was withheld
+            _fail(self.node, job_id, str(error))
+            return
         if isinstance(error, PecError):  # our refusals name no data: tell the brand why
             _fail(self.node, job_id, f"the partner refused: {str(error)[:300]}")
             return
@@ -482,19 +499,13 @@ class PartnerRelay:
                 self.node.store.update(job_id, state=JobState.RUNNING, progress=0.3)
             elif job.state is not JobState.RUNNING:
                 raise PartyError(f"the job is {job.state.value}")
-            answer = relay_job.answer(body)
-            if relay_job.done and isinstance(relay_job, PsiRelayJob):
-                # the partner knows the overlap before the brand does (count and row modes):
-                # below its grant's minimum, it withholds the last reply and nothing is released
-                grant = self.node.policy.grant_for(job.peer)
-                minimum = grant.min_overlap if grant else 0
-                found = relay_job.intersection
-                if found is not None and found < minimum:
-                    relay_job.abandon()
-                    self._close(job_id)
-                    reason = f"the overlap is below the partner's minimum ({minimum})"
-                    _fail(self.node, job_id, reason)
-                    return HTTPStatus.CONFLICT, reason.encode()
+            try:
+                answer = relay_job.answer(body)
+            except OverlapBelowMinimum as exc:  # the last reply is withheld; the brand is told
+                relay_job.abandon()
+                self._close(job_id)
+                _fail(self.node, job_id, str(exc))
+                return HTTPStatus.CONFLICT, str(exc).encode()
             if relay_job.done:
                 summary = relay_job.complete()
                 self._close(job_id)

@@ -86,8 +86,11 @@ class PsiJobSide:
         )
         return PsiParty(self.role, config, data, engine=self._engine)
 
-    def finish(self, result: PsiResult) -> dict[str, Any]:
-        """Write this side's outputs (its matched rows if it learned them, and a summary)."""
+    def finish(self, result: PsiResult, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write this side's outputs (its matched rows if it learned them, and a summary).
+
+        ``extra`` goes into the summary too (the brand's transport and round trips).
+        """
         if self._engine is not None:
             self._engine.close()
         self.out.parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +111,7 @@ class PsiJobSide:
                 "invalid": {r.column: r.invalid for r in self._reports},
                 "outputs": [name] if result.matched_rows is not None else [],
                 "seconds": round(time.perf_counter() - self._started, 3),
-            }
+            } | (extra or {})
             (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             publish(workdir, self.out, ("summary.json", name))
         finally:

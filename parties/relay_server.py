@@ -15,15 +15,23 @@ Endpoints: ``POST /relay/{job_id}`` (body: a frame batch, answer: a frame batch)
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
+from parties.errors import PartyError
 from parties.psi_job import PsiJobSide
+from parties.stream import dial, ephemeral_certificate, pack_offer, unpack_offer
 from pec.errors import PecError
 from psi.rounds import PsiResponder
 
-__all__ = ["PsiRelayJob", "RelayJob", "RelayServer"]
+__all__ = ["OverlapBelowMinimum", "PsiRelayJob", "RelayJob", "RelayServer"]
+
+
+class OverlapBelowMinimum(PartyError):
+    """The partner withholds a PSI's last reply: the overlap is below its grant's minimum."""
+
 
 MAX_BODY = 1 << 30
 
@@ -48,18 +56,66 @@ class RelayJob(Protocol):
 
 
 class PsiRelayJob:
-    """A PSI job's responding side."""
+    """A PSI job's responding side.
 
-    def __init__(self, side: PsiJobSide) -> None:
+    The brand's first batch may come wrapped with a stream offer
+    (:func:`parties.stream.pack_offer`): the reply to it goes back over Flower, wrapped with this
+    side's fresh certificate, and every later batch arrives on the direct stream, which this side
+    dials. ``min_overlap`` is the
+    partner's policy: when this side learns the overlap before the brand (the count and row
+    modes), a count below it withholds the last reply (:class:`OverlapBelowMinimum`), on either
+    transport.
+    """
+
+    def __init__(self, side: PsiJobSide, *, min_overlap: int = 0, timeout: float = 600.0) -> None:
         self.side = side
         self.job_id = side.job_id
+        self.min_overlap = min_overlap
+        self.timeout = timeout
         self._responder: PsiResponder | None = None
+        self._streaming = False
+        self.on_finished: Callable[[BaseException | None], None] | None = None
+        """Set by the relay server: called when the job ends on the direct stream."""
 
     def answer(self, body: bytes) -> bytes:
-        """Feed one frame batch to the PSI party."""
+        """Feed one frame batch (or an offer carrying one) to the PSI party.
+
+        Raises:
+            OverlapBelowMinimum: the last reply is withheld.
+            PecError: a protocol violation, or an offer this job cannot take.
+        """
+        offer = unpack_offer(body)
+        if offer is None:
+            return self._answer_batch(body)
+        header, batch = offer
+        if header.get("job") != self.job_id:
+            raise PartyError("stream offer for another job")
+        if self._streaming or self.on_finished is None:
+            raise PartyError("this job cannot move to a stream now")
+        reply = self._answer_batch(batch)  # a refusal here means: no stream either
+        self._streaming = True
+        cert, key = ephemeral_certificate()
+        dial(
+            header,
+            cert,
+            key,
+            self._answer_batch,
+            done=lambda: self.done,
+            finished=self.on_finished,
+            timeout=self.timeout,
+        )
+        return pack_offer({"job": self.job_id, "cert": cert.decode("ascii")}, reply)
+
+    def _answer_batch(self, body: bytes) -> bytes:
         if self._responder is None:
             self._responder = PsiResponder(self.side.party())
-        return self._responder.answer(body)
+        reply = self._responder.answer(body)
+        found = self.intersection
+        if found is not None and found < self.min_overlap:
+            raise OverlapBelowMinimum(
+                f"the overlap is below the partner's minimum ({self.min_overlap})"
+            )
+        return reply
 
     @property
     def done(self) -> bool:

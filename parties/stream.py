@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import os
 import secrets
 import socket
@@ -32,7 +33,7 @@ import ssl
 import struct
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from cryptography import x509
@@ -42,10 +43,53 @@ from cryptography.x509.oid import NameOID
 
 from parties.errors import PartyError
 
-__all__ = ["StreamExchange", "StreamListener", "dial", "ephemeral_certificate"]
+__all__ = [
+    "StreamExchange",
+    "StreamListener",
+    "dial",
+    "ephemeral_certificate",
+    "pack_offer",
+    "unpack_offer",
+]
 
 MAX_FRAME = 1 << 31
 _LENGTH = struct.Struct(">Q")
+_OFFER_MAGIC = b"PECOFFER"
+_OFFER_HEAD = struct.Struct(">8sI")
+_MAX_OFFER_HEADER = 1 << 16
+
+
+def pack_offer(header: Mapping[str, object], payload: bytes) -> bytes:
+    """A request (or reply) that also carries a stream offer (or its acceptance).
+
+    A job whose protocol has its own framing (a PSI batch) sends its first request wrapped with
+    the offer, so moving to the stream costs no Flower round trip of its own.
+    """
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return _OFFER_HEAD.pack(_OFFER_MAGIC, len(head)) + head + payload
+
+
+def unpack_offer(data: bytes) -> tuple[dict[str, object], bytes] | None:
+    """The header and the payload of :func:`pack_offer`'s bytes; None for anything else.
+
+    Raises:
+        PartyError: the bytes announce an offer but its header is malformed.
+    """
+    if not data.startswith(_OFFER_MAGIC):
+        return None
+    if len(data) < _OFFER_HEAD.size:
+        raise PartyError("truncated stream offer")
+    _, size = _OFFER_HEAD.unpack_from(data)
+    end = _OFFER_HEAD.size + size
+    if size > _MAX_OFFER_HEADER or end > len(data):
+        raise PartyError("malformed stream offer")
+    try:
+        header = json.loads(data[_OFFER_HEAD.size : end])
+    except ValueError as exc:
+        raise PartyError("malformed stream offer") from exc
+    if not isinstance(header, dict):
+        raise PartyError("malformed stream offer")
+    return header, data[end:]
 
 
 def ephemeral_certificate() -> tuple[bytes, bytes]:

@@ -61,6 +61,10 @@ def test_psi_both_sides_over_flower(tmp_path: Path) -> None:
         assert pairs["tag"].tolist() == ["a", "b", "c", "d"]
         brand_summary = json.loads((tmp_path / "brand_out" / "summary.json").read_text())
         assert brand_summary["intersection"] == 4
+        # by default the second round trip goes over the direct stream offered with the first
+        assert brand_summary["transport"] == "stream"
+        assert len(brand_summary["round_trip_seconds"]) == 1
+        assert brand_summary["stream_round_trips"] == 1
         relay = flower.processes["relay"]
         relay.wait(timeout=30)  # the relay exits once its job is complete
         assert relay.returncode == 0

@@ -25,10 +25,13 @@ from flwr.app import Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from federated.partner import PartnerConfig
+from parties.flower_psi import run_brand_psi
 from parties.flower_vfl import job_options, run_brand_vfl
-from parties.relay_server import RelayServer
+from parties.psi_job import PsiJobSide
+from parties.relay_server import PsiRelayJob, RelayServer
 from parties.vfl_job import VflRelayJob
 from pec.vfl_tables import load_party_table
+from psi.wire import Reveal, Role
 from tests.federated.conftest import dataset
 
 pytestmark = pytest.mark.integration
@@ -152,3 +155,62 @@ def test_partner_errors_reach_the_brand_as_short_reasons_and_nothing_is_written(
     last = json.loads((tmp_path / "progress.jsonl").read_text().splitlines()[-1])
     assert last["stage"] == "error" and "not approved" in last["message"]
     assert str(sys.maxsize) not in last["message"]
+
+
+def _psi_tables(tmp_path: Path) -> tuple[Path, Path]:
+    brand = pd.DataFrame({"id": [f"p{i}" for i in range(0, 60)], "x": range(60)})
+    partner = pd.DataFrame({"pid": [f"p{i}" for i in range(40, 100)], "tag": ["t"] * 60})
+    brand.to_csv(tmp_path / "brand.csv", index=False)
+    partner.to_csv(tmp_path / "partner.csv", index=False)
+    return tmp_path / "brand.csv", tmp_path / "partner.csv"
+
+
+def _psi_relay(tmp_path: Path, partner: Path, min_overlap: int = 0) -> RelayServer:
+    side = PsiJobSide(job_id="psi-grid", role=Role.RIGHT, table=partner, keys="id=pid:raw",
+                      reveal=Reveal.BOTH, out=tmp_path / "partner_out")  # fmt: skip
+    return RelayServer(PsiRelayJob(side, min_overlap=min_overlap, timeout=60), "127.0.0.1", 0)
+
+
+def _psi_config(tmp_path: Path, brand: Path, transport: str) -> dict[str, object]:
+    return {"job-id": "psi-grid", "table": str(brand), "keys": "id=pid:raw", "reveal": "both",
+            "out": str(tmp_path / "brand_out"), "timeout": 60, "transport": transport}  # fmt: skip
+
+
+@pytest.mark.parametrize("transport", ["flower", "stream"])
+def test_psi_job_through_server_app_code_and_relay_client_app(
+    tmp_path: Path, transport: str
+) -> None:
+    brand, partner = _psi_tables(tmp_path)
+    server = _psi_relay(tmp_path, partner)
+    serving = threading.Thread(target=server.serve, args=(60,), daemon=True)
+    serving.start()
+    grid = InProcessGrid(server.address)
+
+    summary = run_brand_psi(grid, _psi_config(tmp_path, brand, transport))  # type: ignore[arg-type]
+
+    serving.join(timeout=30)
+    assert server.outcome == "completed"
+    assert summary["intersection"] == 20 and summary["transport"] == transport
+    matched = pd.read_csv(tmp_path / "brand_out" / "left.csv")
+    assert sorted(matched["id"]) == sorted(f"p{i}" for i in range(40, 60))
+    assert len(pd.read_csv(tmp_path / "partner_out" / "right.csv")) == 20
+    if transport == "flower":
+        assert len(grid.pushed) == 2 and "stream_round_trips" not in summary
+    else:  # the offer rode on the first batch; the second round trip went over the stream
+        assert len(grid.pushed) == 1 and summary["stream_round_trips"] == 1
+
+
+def test_a_psi_overlap_below_the_partners_minimum_is_withheld_on_the_stream(
+    tmp_path: Path,
+) -> None:
+    brand, partner = _psi_tables(tmp_path)
+    server = _psi_relay(tmp_path, partner, min_overlap=21)  # the overlap is 20
+    serving = threading.Thread(target=server.serve, args=(60,), daemon=True)
+    serving.start()
+    grid = InProcessGrid(server.address)
+    with pytest.raises(Exception, match="stream"):
+        run_brand_psi(grid, _psi_config(tmp_path, brand, "stream"))  # type: ignore[arg-type]
+    serving.join(timeout=30)
+    assert server.outcome == "failed: OverlapBelowMinimum"
+    assert len(grid.pushed) == 1  # the refusal came on the stream: the last reply never left
+    assert not (tmp_path / "brand_out").exists() and not (tmp_path / "partner_out").exists()
