@@ -112,3 +112,18 @@ def test_a_frame_larger_than_announced_limit_is_refused() -> None:
         exchange(b"request")
     exchange.close()
     del brand_key
+
+
+def test_an_offer_rides_on_a_payload_and_malformed_offers_are_refused() -> None:
+    from parties.stream import pack_offer, unpack_offer
+
+    packed = pack_offer({"job": "j1", "port": 5}, b"PECB-batch")
+    assert unpack_offer(packed) == ({"job": "j1", "port": 5}, b"PECB-batch")
+    assert unpack_offer(b"PECB-batch") is None  # a plain batch is not an offer
+    for bad in (
+        packed[:10],  # truncated header
+        packed[:12] + b"{not json" + b"x" * 20,
+        pack_offer({}, b"")[:12] + b"[]",  # length says 2 bytes: a list, not an object
+    ):
+        with pytest.raises(PartyError):
+            unpack_offer(bad)
