@@ -14,11 +14,14 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from parties.errors import PartyError
+from parties.stream import serve_offer, unpack_offer
 from pec.aggregate_local import AggregateOptions, make_party, shares, write_cells
+from pec.errors import InputError
 from pec.psi_local import KeyPair, parse_key_spec, publish
 from psi.aggregate import AggregateConfig, AggregatePartner
 from psi.batch import BatchEngine
@@ -60,9 +63,10 @@ def run_brand_aggregate(grid: Any, config: Mapping[str, Any]) -> dict[str, Any]:
     """Run the brand's side from a Flower run config; returns (and writes) its summary.
 
     Run config keys: ``job-id``, ``table`` (the brand's consented input), ``keys`` (one key spec
-    ``brand=partner:kind``), ``out``, ``timeout``.
+    ``brand=partner:kind``), ``out``, ``timeout``, ``transport`` and ``stream-host`` (as a
+    PSI's: by default the first round trip offers a direct stream and the others go over it).
     """
-    from parties.flower_psi import FlowerExchange, wait_for_node
+    from parties.flower_psi import FlowerExchange, OfferedStreamExchange, wait_for_node
 
     started = time.perf_counter()
     job_id = str(config["job-id"])
@@ -71,12 +75,21 @@ def run_brand_aggregate(grid: Any, config: Mapping[str, Any]) -> dict[str, Any]:
     party, engine, report = make_party(Role.LEFT, Path(str(config["table"])), key.left, "",
                                        aggregate_config(job_id, key), NormalizationRules(),
                                        options)  # fmt: skip
+    timeout = float(config.get("timeout", 600))
+    transport = str(config.get("transport", "stream"))
+    streamed: OfferedStreamExchange | None = None
     try:
-        timeout = float(config.get("timeout", 600))
+        if transport not in ("stream", "flower"):
+            raise InputError(f"unknown transport {transport!r} (stream or flower)")
         exchange = FlowerExchange(grid, wait_for_node(grid), job_id, timeout=timeout)
-        result = drive_rounds(party, exchange, max_rounds=12)
+        if transport == "stream":
+            host = str(config.get("stream-host", "127.0.0.1"))
+            streamed = OfferedStreamExchange(exchange, host, timeout)
+        result = drive_rounds(party, streamed or exchange, max_rounds=12)
     finally:
         engine.close()
+        if streamed is not None:
+            streamed.close()
     summary = {
         "job_id": job_id,
         "rows": report["rows"],
@@ -86,8 +99,11 @@ def run_brand_aggregate(grid: Any, config: Mapping[str, Any]) -> dict[str, Any]:
         "shares": shares(result.cells, result.intersection),
         "suppressed": sum(1 for v in result.cells.values() if v is None),
         "seconds": round(time.perf_counter() - started, 3),
-        "round_trip_seconds": [round(s, 2) for s in exchange.round_trips],
+        "transport": transport,
+        "round_trip_seconds": [round(s, 2) for s in exchange.round_trips],  # Flower messages
     }
+    if streamed is not None and streamed.stream is not None:
+        summary["stream_round_trips"] = streamed.stream.round_trips
     _write(Path(str(config["out"])), job_id, summary, result.cells)
     return summary
 
@@ -106,13 +122,28 @@ class AggregateRelayJob:
         self._engine: BatchEngine | None = None
         self._report: dict[str, Any] = {}
         self._started = time.perf_counter()
+        self.timeout = 600.0
+        self._streaming = False
+        self.on_finished: Callable[[BaseException | None], None] | None = None
+        """Set by the relay target: called when the job ends on the direct stream."""
 
     def answer(self, body: bytes) -> bytes:
-        """Feed one batch of the brand's frames to the partner's party; its frames back.
+        """Feed one batch of the brand's frames (or an offer carrying one) to the partner's party.
 
         Raises:
-            PecError: unreadable input, or a protocol violation in the batch.
+            PecError: unreadable input, a protocol violation in the batch, or an offer this job
+                cannot take.
         """
+        offer = unpack_offer(body)
+        if offer is None:
+            return self._answer_batch(body)
+        if self._streaming or self.on_finished is None:
+            raise PartyError("this job cannot move to a stream now")
+        self._streaming = True
+        return serve_offer(offer, self.job_id, self._answer_batch, done=lambda: self.done,
+                           finished=self.on_finished, timeout=self.timeout)  # fmt: skip
+
+    def _answer_batch(self, body: bytes) -> bytes:
         incoming = unpack_frames(body)
         out: list[bytes] = []
         if self._party is None:

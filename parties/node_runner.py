@@ -287,10 +287,10 @@ class FlowerBrandRunner:
             }
             if spec.kind is JobKind.AGGREGATE:
                 config["kind"] = "aggregate"
-            else:  # a PSI's second round trip goes over a direct stream, offered with the first
-                stream_host = node.config.flower.stream_host
-                config["transport"] = "stream" if stream_host else "flower"
-                config["stream-host"] = stream_host or "127.0.0.1"
+            # the first round trip offers a direct stream; the others go over it
+            stream_host = node.config.flower.stream_host
+            config["transport"] = "stream" if stream_host else "flower"
+            config["stream-host"] = stream_host or "127.0.0.1"
         try:
             run_id = self.flower.launch(config)
         except PartyError as exc:
@@ -392,11 +392,15 @@ class PartnerRelay:
                 return
         elif spec.kind is JobKind.AGGREGATE:
             grant = node.policy.grant_for(job.peer)
-            relay_job = AggregateRelayJob(
+            aggregate = AggregateRelayJob(
                 job.job_id, folder / INPUT, parse_key_spec(keys_text(spec)), _group(spec),
                 folder / "out", min_cell=max(grant.min_cell if grant else 20, spec.min_cell or 0),
                 epsilon=spec.epsilon,
             )  # fmt: skip
+            aggregate.timeout = self.timeout
+            aggregate_id = job.job_id
+            aggregate.on_finished = lambda error: self._finished_on_stream(aggregate_id, error)
+            relay_job = aggregate
         else:
             side = PsiJobSide(job_id=job.job_id, role=Role.RIGHT, table=folder / INPUT,
                               keys=keys_text(spec), reveal=spec.kind.psi_reveal,
@@ -463,7 +467,7 @@ class PartnerRelay:
             except PecError as exc:
                 _fail(self.node, job_id, f"the partner's outputs failed ({type(exc).__name__})")
                 return
-            if isinstance(relay_job, PsiRelayJob):  # as when the last batch came over Flower
+            if isinstance(relay_job, PsiRelayJob | AggregateRelayJob):  # as over Flower
                 kept = _outputs(spec, summary)
             else:
                 kept = {"model": "kept by the partner"}

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from parties.errors import PartyError
 from parties.psi_job import PsiJobSide
-from parties.stream import dial, ephemeral_certificate, pack_offer, unpack_offer
+from parties.stream import serve_offer, unpack_offer
 from pec.errors import PecError
 from psi.rounds import PsiResponder
 
@@ -87,24 +87,11 @@ class PsiRelayJob:
         offer = unpack_offer(body)
         if offer is None:
             return self._answer_batch(body)
-        header, batch = offer
-        if header.get("job") != self.job_id:
-            raise PartyError("stream offer for another job")
         if self._streaming or self.on_finished is None:
             raise PartyError("this job cannot move to a stream now")
-        reply = self._answer_batch(batch)  # a refusal here means: no stream either
         self._streaming = True
-        cert, key = ephemeral_certificate()
-        dial(
-            header,
-            cert,
-            key,
-            self._answer_batch,
-            done=lambda: self.done,
-            finished=self.on_finished,
-            timeout=self.timeout,
-        )
-        return pack_offer({"job": self.job_id, "cert": cert.decode("ascii")}, reply)
+        return serve_offer(offer, self.job_id, self._answer_batch, done=lambda: self.done,
+                           finished=self.on_finished, timeout=self.timeout)  # fmt: skip
 
     def _answer_batch(self, body: bytes) -> bytes:
         if self._responder is None:

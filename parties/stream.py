@@ -49,6 +49,7 @@ __all__ = [
     "dial",
     "ephemeral_certificate",
     "pack_offer",
+    "serve_offer",
     "unpack_offer",
 ]
 
@@ -114,6 +115,34 @@ def ephemeral_certificate() -> tuple[bytes, bytes]:
         serialization.NoEncryption(),
     )
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def serve_offer(
+    offer: tuple[Mapping[str, object], bytes],
+    job_id: str,
+    answer: Callable[[bytes], bytes],
+    *,
+    done: Callable[[], bool],
+    finished: Callable[[BaseException | None], None],
+    timeout: float,
+) -> bytes:
+    """The partner's side of a stream offer that rode on a request (:func:`unpack_offer`).
+
+    Answers the request, dials the brand (later requests arrive on the stream and are answered
+    by ``answer`` too, see :func:`dial`), and returns the reply wrapped with this side's fresh
+    certificate, to go back over Flower.
+
+    Raises:
+        PartyError: the offer is for another job.
+        PecError: whatever ``answer`` raises for the request (then no stream is dialed).
+    """
+    header, request = offer
+    if header.get("job") != job_id:
+        raise PartyError("stream offer for another job")
+    reply = answer(request)
+    cert, key = ephemeral_certificate()
+    dial(header, cert, key, answer, done=done, finished=finished, timeout=timeout)
+    return pack_offer({"job": job_id, "cert": cert.decode("ascii")}, reply)
 
 
 def _context(server: bool, cert: bytes, key: bytes, peer_cert: bytes) -> ssl.SSLContext:
@@ -237,7 +266,7 @@ class StreamListener:
 
 
 def dial(
-    offer: dict[str, object],
+    offer: Mapping[str, object],
     cert: bytes,
     key: bytes,
     answer: Callable[[bytes], bytes],

@@ -25,11 +25,13 @@ from flwr.app import Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from federated.partner import PartnerConfig
+from parties.aggregate_job import AggregateRelayJob, run_brand_aggregate
 from parties.flower_psi import run_brand_psi
 from parties.flower_vfl import job_options, run_brand_vfl
 from parties.psi_job import PsiJobSide
 from parties.relay_server import PsiRelayJob, RelayServer
 from parties.vfl_job import VflRelayJob
+from pec.psi_local import parse_key_spec
 from pec.vfl_tables import load_party_table
 from psi.wire import Reveal, Role
 from tests.federated.conftest import dataset
@@ -214,3 +216,36 @@ def test_a_psi_overlap_below_the_partners_minimum_is_withheld_on_the_stream(
     assert server.outcome == "failed: OverlapBelowMinimum"
     assert len(grid.pushed) == 1  # the refusal came on the stream: the last reply never left
     assert not (tmp_path / "brand_out").exists() and not (tmp_path / "partner_out").exists()
+
+
+@pytest.mark.parametrize("transport", ["flower", "stream"])
+def test_aggregate_job_through_server_app_code_and_relay_client_app(
+    tmp_path: Path, transport: str
+) -> None:
+    brand = pd.DataFrame({"id": [f"p{i}" for i in range(0, 120)]})
+    partner = pd.DataFrame({"pid": [f"p{i}" for i in range(20, 200)],
+                            "tier": ["a", "b", "c"] * 60})  # fmt: skip
+    brand.to_csv(tmp_path / "brand.csv", index=False)
+    partner.to_csv(tmp_path / "partner.csv", index=False)
+    job = AggregateRelayJob("agg-grid", tmp_path / "partner.csv", parse_key_spec("id=pid:raw"),
+                            "tier", tmp_path / "partner_out", min_cell=10)  # fmt: skip
+    server = RelayServer(job, "127.0.0.1", 0)
+    serving = threading.Thread(target=server.serve, args=(120,), daemon=True)
+    serving.start()
+    grid = InProcessGrid(server.address)
+    config = {"job-id": "agg-grid", "table": str(tmp_path / "brand.csv"), "keys": "id=pid:raw",
+              "out": str(tmp_path / "brand_out"), "timeout": 120,
+              "transport": transport}  # fmt: skip
+
+    summary = run_brand_aggregate(grid, config)
+
+    serving.join(timeout=30)
+    assert server.outcome == "completed"
+    # p20..p119 are shared: 100 people, tiers a, b, c in turn from p20
+    assert summary["intersection"] == 100
+    assert summary["cells"] == {"a": 34, "b": 33, "c": 33}
+    assert summary["transport"] == transport
+    if transport == "flower":
+        assert len(grid.pushed) == len(summary["round_trip_seconds"]) > 1
+    else:  # one Flower message offered the stream; every later round trip went over it
+        assert len(grid.pushed) == 1 and summary["stream_round_trips"] >= 1
