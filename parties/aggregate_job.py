@@ -14,12 +14,11 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from parties.errors import PartyError
-from parties.stream import serve_offer, unpack_offer
+from parties.stream import BatchesOnStream
 from pec.aggregate_local import AggregateOptions, make_party, shares, write_cells
 from pec.errors import InputError
 from pec.psi_local import KeyPair, parse_key_spec, publish
@@ -108,7 +107,7 @@ def run_brand_aggregate(grid: Any, config: Mapping[str, Any]) -> dict[str, Any]:
     return summary
 
 
-class AggregateRelayJob:
+class AggregateRelayJob(BatchesOnStream):
     """The partner's side (a :class:`parties.relay_server.RelayJob`): its keys and groups."""
 
     def __init__(self, job_id: str, table: Path, key: KeyPair, group: str, out: Path,
@@ -122,28 +121,13 @@ class AggregateRelayJob:
         self._engine: BatchEngine | None = None
         self._report: dict[str, Any] = {}
         self._started = time.perf_counter()
-        self.timeout = 600.0
-        self._streaming = False
-        self.on_finished: Callable[[BaseException | None], None] | None = None
-        """Set by the relay target: called when the job ends on the direct stream."""
 
-    def answer(self, body: bytes) -> bytes:
-        """Feed one batch of the brand's frames (or an offer carrying one) to the partner's party.
+    def answer_batch(self, body: bytes) -> bytes:
+        """Feed one batch of the brand's frames to the partner's party; its frames back.
 
         Raises:
-            PecError: unreadable input, a protocol violation in the batch, or an offer this job
-                cannot take.
+            PecError: unreadable input, or a protocol violation in the batch.
         """
-        offer = unpack_offer(body)
-        if offer is None:
-            return self._answer_batch(body)
-        if self._streaming or self.on_finished is None:
-            raise PartyError("this job cannot move to a stream now")
-        self._streaming = True
-        return serve_offer(offer, self.job_id, self._answer_batch, done=lambda: self.done,
-                           finished=self.on_finished, timeout=self.timeout)  # fmt: skip
-
-    def _answer_batch(self, body: bytes) -> bytes:
         incoming = unpack_frames(body)
         out: list[bytes] = []
         if self._party is None:

@@ -23,6 +23,7 @@ from flwr.serverapp import Grid
 
 from parties.psi_job import PsiJobSide
 from parties.stream import StreamExchange, StreamListener, pack_offer, unpack_offer
+from pec.errors import InputError
 from psi.errors import PsiAborted
 from psi.protocol import Reveal
 from psi.rounds import drive_rounds
@@ -175,7 +176,7 @@ def run_brand_psi(grid: Grid, config: Mapping[str, Any]) -> dict[str, Any]:
     timeout = float(config.get("timeout", 600))
     transport = str(config.get("transport", "stream"))
     if transport not in ("stream", "flower"):
-        raise PsiAborted(f"unknown transport {transport!r} (stream or flower)")
+        raise InputError(f"unknown transport {transport!r} (stream or flower)")
     flower = FlowerExchange(grid, wait_for_node(grid), side.job_id, timeout=timeout)
     host = str(config.get("stream-host", "127.0.0.1"))
     streamed = OfferedStreamExchange(flower, host, timeout) if transport == "stream" else None

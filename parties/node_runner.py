@@ -36,6 +36,7 @@ from parties.lookalike_job import LookalikeRelayJob
 from parties.node import INPUT, SCORE_INPUT, PecNode
 from parties.psi_job import PsiJobSide
 from parties.relay_server import MAX_BODY, OverlapBelowMinimum, PsiRelayJob, RelayJob
+from parties.stream import BatchesOnStream
 from parties.vfl_job import VflRelayJob
 from pec.errors import PecError
 from pec.psi_local import parse_key_spec
@@ -390,29 +391,27 @@ class PartnerRelay:
                 _fail(node, job.job_id, f"the partner's model input is not usable: {exc}",
                       peer_reason="the partner's model input is not usable")  # fmt: skip
                 return
-        elif spec.kind is JobKind.AGGREGATE:
-            grant = node.policy.grant_for(job.peer)
-            aggregate = AggregateRelayJob(
-                job.job_id, folder / INPUT, parse_key_spec(keys_text(spec)), _group(spec),
-                folder / "out", min_cell=max(grant.min_cell if grant else 20, spec.min_cell or 0),
-                epsilon=spec.epsilon,
-            )  # fmt: skip
-            aggregate.timeout = self.timeout
-            aggregate_id = job.job_id
-            aggregate.on_finished = lambda error: self._finished_on_stream(aggregate_id, error)
-            relay_job = aggregate
         else:
-            side = PsiJobSide(job_id=job.job_id, role=Role.RIGHT, table=folder / INPUT,
-                              keys=keys_text(spec), reveal=spec.kind.psi_reveal,
-                              out=folder / "out", payload=tags(spec))  # fmt: skip
             grant = node.policy.grant_for(job.peer)
-            # the partner knows the overlap before the brand does (count and row modes): below
-            # its grant's minimum, it withholds the last reply and nothing is released
-            psi_job = PsiRelayJob(side, min_overlap=grant.min_overlap if grant else 0,
-                                  timeout=self.timeout)  # fmt: skip
+            batches: BatchesOnStream
+            if spec.kind is JobKind.AGGREGATE:
+                batches = AggregateRelayJob(
+                    job.job_id, folder / INPUT, parse_key_spec(keys_text(spec)), _group(spec),
+                    folder / "out",
+                    min_cell=max(grant.min_cell if grant else 20, spec.min_cell or 0),
+                    epsilon=spec.epsilon,
+                )  # fmt: skip
+            else:
+                side = PsiJobSide(job_id=job.job_id, role=Role.RIGHT, table=folder / INPUT,
+                                  keys=keys_text(spec), reveal=spec.kind.psi_reveal,
+                                  out=folder / "out", payload=tags(spec))  # fmt: skip
+                # the partner knows the overlap before the brand does (count and row modes):
+                # below its grant's minimum, it withholds the last reply and nothing is released
+                batches = PsiRelayJob(side, min_overlap=grant.min_overlap if grant else 0)
+            batches.timeout = self.timeout
             job_id = job.job_id
-            psi_job.on_finished = lambda error: self._finished_on_stream(job_id, error)
-            relay_job = psi_job
+            batches.on_finished = lambda error: self._finished_on_stream(job_id, error)
+            relay_job = batches
         with self._lock:
             self._jobs[job.job_id] = (relay_job, spec, time.monotonic() + self.timeout)
 
@@ -467,7 +466,7 @@ class PartnerRelay:
             except PecError as exc:
                 _fail(self.node, job_id, f"the partner's outputs failed ({type(exc).__name__})")
                 return
-            if isinstance(relay_job, PsiRelayJob | AggregateRelayJob):  # as over Flower
+            if isinstance(relay_job, BatchesOnStream):  # PSI, aggregate: as over Flower
                 kept = _outputs(spec, summary)
             else:
                 kept = {"model": "kept by the partner"}

@@ -15,14 +15,13 @@ Endpoints: ``POST /relay/{job_id}`` (body: a frame batch, answer: a frame batch)
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 from parties.errors import PartyError
 from parties.psi_job import PsiJobSide
-from parties.stream import serve_offer, unpack_offer
+from parties.stream import BatchesOnStream
 from pec.errors import PecError
 from psi.rounds import PsiResponder
 
@@ -55,7 +54,7 @@ class RelayJob(Protocol):
         """Release resources after a failure; nothing is written."""
 
 
-class PsiRelayJob:
+class PsiRelayJob(BatchesOnStream):
     """A PSI job's responding side.
 
     The brand's first batch may come wrapped with a stream offer
@@ -73,27 +72,14 @@ class PsiRelayJob:
         self.min_overlap = min_overlap
         self.timeout = timeout
         self._responder: PsiResponder | None = None
-        self._streaming = False
-        self.on_finished: Callable[[BaseException | None], None] | None = None
-        """Set by the relay server: called when the job ends on the direct stream."""
 
-    def answer(self, body: bytes) -> bytes:
-        """Feed one frame batch (or an offer carrying one) to the PSI party.
+    def answer_batch(self, body: bytes) -> bytes:
+        """Feed one frame batch to the PSI party.
 
         Raises:
             OverlapBelowMinimum: the last reply is withheld.
-            PecError: a protocol violation, or an offer this job cannot take.
+            PecError: a protocol violation in the batch.
         """
-        offer = unpack_offer(body)
-        if offer is None:
-            return self._answer_batch(body)
-        if self._streaming or self.on_finished is None:
-            raise PartyError("this job cannot move to a stream now")
-        self._streaming = True
-        return serve_offer(offer, self.job_id, self._answer_batch, done=lambda: self.done,
-                           finished=self.on_finished, timeout=self.timeout)  # fmt: skip
-
-    def _answer_batch(self, body: bytes) -> bytes:
         if self._responder is None:
             self._responder = PsiResponder(self.side.party())
         reply = self._responder.answer(body)

@@ -23,6 +23,7 @@ complete the handshake, and the token binds the connection to this offer. The ke
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import datetime
 import json
@@ -44,12 +45,12 @@ from cryptography.x509.oid import NameOID
 from parties.errors import PartyError
 
 __all__ = [
+    "BatchesOnStream",
     "StreamExchange",
     "StreamListener",
     "dial",
     "ephemeral_certificate",
     "pack_offer",
-    "serve_offer",
     "unpack_offer",
 ]
 
@@ -117,32 +118,50 @@ def ephemeral_certificate() -> tuple[bytes, bytes]:
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
-def serve_offer(
-    offer: tuple[Mapping[str, object], bytes],
-    job_id: str,
-    answer: Callable[[bytes], bytes],
-    *,
-    done: Callable[[], bool],
-    finished: Callable[[BaseException | None], None],
-    timeout: float,
-) -> bytes:
-    """The partner's side of a stream offer that rode on a request (:func:`unpack_offer`).
+class BatchesOnStream(abc.ABC):
+    """A relay job whose first request may carry a stream offer (:func:`pack_offer`).
 
-    Answers the request, dials the brand (later requests arrive on the stream and are answered
-    by ``answer`` too, see :func:`dial`), and returns the reply wrapped with this side's fresh
-    certificate, to go back over Flower.
-
-    Raises:
-        PartyError: the offer is for another job.
-        PecError: whatever ``answer`` raises for the request (then no stream is dialed).
+    Such a request is answered like any other (:meth:`answer_batch`), then this side dials the
+    brand (:func:`dial`: later requests arrive on the stream and are answered the same way) and
+    the reply goes back over Flower wrapped with this side's fresh certificate. The relay target
+    sets ``on_finished``, called when the job ends on the stream, and ``timeout``.
     """
-    header, request = offer
-    if header.get("job") != job_id:
-        raise PartyError("stream offer for another job")
-    reply = answer(request)
-    cert, key = ephemeral_certificate()
-    dial(header, cert, key, answer, done=done, finished=finished, timeout=timeout)
-    return pack_offer({"job": job_id, "cert": cert.decode("ascii")}, reply)
+
+    job_id: str
+    timeout: float = 600.0
+    on_finished: Callable[[BaseException | None], None] | None = None
+    _streaming: bool = False
+
+    @property
+    @abc.abstractmethod
+    def done(self) -> bool:
+        """True once the job's protocol has finished on this side."""
+
+    @abc.abstractmethod
+    def answer_batch(self, body: bytes) -> bytes:
+        """The reply to one request of the job's own protocol."""
+
+    def answer(self, body: bytes) -> bytes:
+        """The reply to one request, or to an offer carrying one.
+
+        Raises:
+            PartyError: an offer for another job, or one this job cannot take now.
+            PecError: whatever :meth:`answer_batch` raises (then no stream is dialed).
+        """
+        offer = unpack_offer(body)
+        if offer is None:
+            return self.answer_batch(body)
+        header, request = offer
+        if header.get("job") != self.job_id:
+            raise PartyError("stream offer for another job")
+        if self._streaming or self.on_finished is None:
+            raise PartyError("this job cannot move to a stream now")
+        self._streaming = True
+        reply = self.answer_batch(request)
+        cert, key = ephemeral_certificate()
+        dial(header, cert, key, self.answer_batch, done=lambda: self.done,
+             finished=self.on_finished, timeout=self.timeout)  # fmt: skip
+        return pack_offer({"job": self.job_id, "cert": cert.decode("ascii")}, reply)
 
 
 def _context(server: bool, cert: bytes, key: bytes, peer_cert: bytes) -> ssl.SSLContext:
