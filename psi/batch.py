@@ -15,6 +15,8 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from multiprocessing import get_all_start_methods, get_context
 from typing import Protocol
 
+import numpy as np
+
 from pec.crypto.masking import POINT_BYTES, hash_values, mask_points
 
 __all__ = [
@@ -44,7 +46,7 @@ def mask_and_truncate(scalar: bytes, points: bytes, width: int, curve_only: bool
     masked = mask_points(scalar, points, validate=True, curve_only=curve_only)
     if width == POINT_BYTES:
         return masked
-    return b"".join(masked[i : i + width] for i in range(0, len(masked), POINT_BYTES))
+    return np.frombuffer(masked, dtype=np.uint8).reshape(-1, POINT_BYTES)[:, :width].tobytes()
 
 
 def start_method() -> str:

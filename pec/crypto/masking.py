@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import gmpy2
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from pec.errors import PecError
@@ -47,6 +48,7 @@ __all__ = [
     "InvalidPoint",
     "MaskingError",
     "MaskingKey",
+    "first_invalid_point",
     "hash_to_u",
     "hash_values",
     "is_valid_point",
@@ -76,6 +78,15 @@ _SMALL_ORDER_U = frozenset(
 )
 
 
+_P_MPZ = gmpy2.mpz(FIELD_PRIME)
+_JACOBI = gmpy2.jacobi
+_U64 = (1 << 64) - 1
+# The same refusals as 64-bit limbs (little-endian), for checking a whole chunk at once.
+_SMALL_ORDER_LIMBS = np.array(
+    [[(u >> (64 * i)) & _U64 for i in range(4)] for u in sorted(_SMALL_ORDER_U)], dtype="<u8"
+)
+
+
 class MaskingError(PecError):
     """Root of the errors of commutative masking."""
 
@@ -89,8 +100,9 @@ class InvalidPoint(MaskingError, ValueError):
 
 
 def _on_curve(u: int) -> bool:
-    rhs = (u * (u * u + _A * u + 1)) % FIELD_PRIME
-    return rhs != 0 and gmpy2.jacobi(rhs, FIELD_PRIME) == 1
+    # the Legendre symbol of u^3 + A u^2 + u: 1 on the curve, -1 on the twist, 0 if it is 0;
+    # GMP reduces the unreduced product itself, faster than a Python-level ``% p``
+    return bool(_JACOBI(u * (u * (u + _A) + 1), _P_MPZ) == 1)
 
 
 def is_valid_point(encoded: bytes, *, curve_only: bool = True) -> bool:
@@ -104,6 +116,39 @@ def is_valid_point(encoded: bytes, *, curve_only: bool = True) -> bool:
     if u > _U_MASK or u >= FIELD_PRIME or u in _SMALL_ORDER_U:
         return False
     return not curve_only or _on_curve(u)
+
+
+def _refused(points: bytes | bytearray) -> Any:
+    """Per point of a buffer (a multiple of 32 bytes): non-canonical, high bit or small order.
+
+    The checks of :func:`is_valid_point` except the curve test, on 64-bit limbs with numpy.
+    """
+    limbs = np.frombuffer(points, dtype="<u8").reshape(-1, 4)
+    refused = limbs[:, 3] > 0x7FFF_FFFF_FFFF_FFFF  # above 2^255 - 1
+    refused |= (  # p = 2^255 - 19 <= u < 2^255
+        (limbs[:, 3] == 0x7FFF_FFFF_FFFF_FFFF)
+        & (limbs[:, 2] == _U64)
+        & (limbs[:, 1] == _U64)
+        & (limbs[:, 0] >= _U64 - 18)
+    )
+    for small in _SMALL_ORDER_LIMBS:
+        refused |= (limbs == small).all(axis=1)
+    return refused
+
+
+def first_invalid_point(points: bytes, *, curve_only: bool = True) -> int | None:
+    """The index of the first 32-byte point of ``points`` that :func:`is_valid_point` refuses.
+
+    ``None`` when every point is valid. ``len(points)`` must be a multiple of 32.
+    """
+    refused = _refused(points)
+    first = int(refused.argmax()) if refused.any() else len(refused)
+    if curve_only:
+        from_bytes = int.from_bytes
+        for index in range(first):
+            if not _on_curve(from_bytes(points[index * 32 : index * 32 + 32], "little")):
+                return index
+    return first if first < len(refused) else None
 
 
 def _keyed_hasher(salt: bytes, tag: bytes) -> Any:
@@ -136,11 +181,27 @@ def hash_to_u(value: bytes, salt: bytes, tag: bytes, *, curve_only: bool = True)
 
 
 def hash_values(
-    values: Iterable[bytes], salt: bytes, tag: bytes, *, curve_only: bool = True
+    values: Sequence[bytes], salt: bytes, tag: bytes, *, curve_only: bool = True
 ) -> bytes:
     """Hash each value to a point (as :func:`hash_to_u`); returns the points concatenated."""
     base = _keyed_hasher(salt, tag)
-    return b"".join(_hash_one(base, v, curve_only) for v in values)
+    if curve_only:
+        return b"".join(_hash_one(base, v, curve_only) for v in values)
+    # Without the curve test the first try almost always stands: hash every value once, clear
+    # the top bits together, and redo (with the counter) only the values whose first u is
+    # refused, which happens with probability about 2^-250 per value.
+    copy = base.copy
+    first = _COUNTERS[0]
+    out = bytearray()
+    for value in values:
+        hasher = copy()
+        hasher.update(first + value)
+        out += hasher.digest()
+    if out:
+        np.frombuffer(out, dtype=np.uint8).reshape(-1, POINT_BYTES)[:, 31] &= 0x7F
+        for index in np.flatnonzero(_refused(out)).tolist():
+            out[index * 32 : index * 32 + 32] = _hash_one(base, values[index], False)
+    return bytes(out)
 
 
 def _clamp(scalar: bytes) -> int:
@@ -263,18 +324,21 @@ def mask_points(
     """
     if len(points) % POINT_BYTES:
         raise InvalidPoint(f"point buffer of {len(points)} bytes is not a multiple of 32")
-    key = X25519PrivateKey.from_private_bytes(scalar)
-    out = bytearray()
+    if validate:
+        bad = first_invalid_point(points, curve_only=curve_only)
+        if bad is not None:
+            raise InvalidPoint(f"point {bad} of the chunk is not a valid curve point")
+    exchange = X25519PrivateKey.from_private_bytes(scalar).exchange
     load = _load_point
-    for index, start in enumerate(range(0, len(points), POINT_BYTES)):
-        encoded = points[start : start + POINT_BYTES]
-        if validate and not is_valid_point(encoded, curve_only=curve_only):
-            raise InvalidPoint(f"point {index} of the chunk is not a valid curve point")
-        try:
-            out += key.exchange(load(encoded))
-        except ValueError as exc:  # OpenSSL refuses an all-zero result: small order.
-            raise InvalidPoint(f"point {index} of the chunk has small order") from exc
-    return bytes(out)
+    try:
+        return b"".join([exchange(load(points[i : i + 32])) for i in range(0, len(points), 32)])
+    except ValueError:  # OpenSSL refuses an all-zero result: small order. Find which point.
+        for index in range(len(points) // POINT_BYTES):
+            try:
+                exchange(load(points[index * 32 : index * 32 + 32]))
+            except ValueError as exc:
+                raise InvalidPoint(f"point {index} of the chunk has small order") from exc
+        raise
 
 
 def split_points(points: bytes) -> Sequence[bytes]:

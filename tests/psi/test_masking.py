@@ -10,6 +10,7 @@ from pec.crypto.masking import (
     InvalidPoint,
     MaskingError,
     MaskingKey,
+    first_invalid_point,
     hash_to_u,
     hash_values,
     is_valid_point,
@@ -203,3 +204,98 @@ def test_the_point_loader_falls_back_to_the_public_classmethod(
     assert masking._point_loader() == X25519PublicKey.from_public_bytes
     monkeypatch.setattr(rust_openssl.x25519, "from_public_bytes", lambda data: data, raising=False)
     assert masking._point_loader() == X25519PublicKey.from_public_bytes
+
+
+_REFUSED = [
+    bytes(32),
+    (1).to_bytes(32, "little"),
+    (FIELD_PRIME - 1).to_bytes(32, "little"),
+    FIELD_PRIME.to_bytes(32, "little"),
+    (FIELD_PRIME + 1).to_bytes(32, "little"),
+    (FIELD_PRIME + 18).to_bytes(32, "little"),
+    b"\xff" * 32,
+    (2**255 + 9).to_bytes(32, "little"),
+]
+
+
+def _twist_u() -> bytes:
+    for u in range(2, 200):
+        rhs = (u**3 + 486662 * u * u + u) % FIELD_PRIME
+        if pow(rhs, (FIELD_PRIME - 1) // 2, FIELD_PRIME) == FIELD_PRIME - 1:
+            return u.to_bytes(32, "little")
+    raise AssertionError("unreachable")
+
+
+@given(
+    st.lists(st.binary(min_size=4, max_size=8), min_size=1, max_size=12),
+    st.lists(st.tuples(st.integers(0, 11), st.sampled_from([*_REFUSED, b"twist"])), max_size=3),
+    st.booleans(),
+)
+def test_the_chunk_check_finds_the_first_point_that_is_valid_point_refuses(
+    values: list[bytes], bad: list[tuple[int, bytes]], curve_only: bool
+) -> None:
+    points = [hash_to_u(v, SALT, b"t") for v in values]
+    for index, point in bad:
+        if index < len(points):
+            points[index] = _twist_u() if point == b"twist" else point
+    expected = next(
+        (i for i, p in enumerate(points) if not is_valid_point(p, curve_only=curve_only)), None
+    )
+    assert first_invalid_point(b"".join(points), curve_only=curve_only) == expected
+    if expected is not None:
+        with pytest.raises(InvalidPoint, match=f"point {expected} "):
+            mask_points(MaskingKey.generate().raw_scalar(), b"".join(points), curve_only=curve_only)
+
+
+def test_points_just_below_the_prime_are_accepted() -> None:
+    # canonical, not of small order: the limb comparison must not refuse them
+    for u in (
+        FIELD_PRIME - 2,
+        2**255 - 2**64 - 1,
+        2**255 - 2**128 - 1,
+        2**255 - 2**192 - 1,
+        2**254,
+    ):
+        point = u.to_bytes(32, "little")
+        assert is_valid_point(point, curve_only=False)
+        assert first_invalid_point(point, curve_only=False) is None
+
+
+@given(st.lists(st.binary(max_size=24), max_size=20), st.binary(max_size=8))
+def test_the_batch_hash_without_the_curve_test_is_the_documented_construction(
+    values: list[bytes], tag: bytes
+) -> None:
+    got = hash_values(values, SALT, tag, curve_only=False)
+    assert got == b"".join(_reference_hash_to_u(v, SALT, tag, curve_only=False) for v in values)
+
+
+def test_the_batch_hash_retries_a_refused_first_try(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A refused first u (about 2^-250 per value) cannot be found by search; pretend that the
+    # second value's was refused and check that its slot is redone with the counter.
+    from pec.crypto import masking
+
+    values = [b"a", b"b", b"c"]
+    plain = hash_values(values, SALT, b"t", curve_only=False)
+    calls: list[int] = []
+
+    def one_refused(points: bytes) -> object:
+        refused = masking.np.zeros(len(points) // 32, dtype=bool)
+        if not calls:
+            refused[1] = True
+        calls.append(1)
+        return refused
+
+    def marked(base: object, value: bytes, curve_only: bool) -> bytes:
+        return b"\x09" * 32 if value == b"b" else b"\x00" * 32
+
+    monkeypatch.setattr(masking, "_refused", one_refused)
+    monkeypatch.setattr(masking, "_hash_one", marked)
+    redone = hash_values(values, SALT, b"t", curve_only=False)
+    assert redone[:32] == plain[:32] and redone[64:] == plain[64:]
+    assert redone[32:64] == b"\x09" * 32
+
+
+def test_a_small_order_result_names_its_point() -> None:
+    good = hash_to_u(b"ok", SALT, b"t")
+    with pytest.raises(InvalidPoint, match="point 1 of the chunk has small order"):
+        mask_points(MaskingKey.generate().raw_scalar(), good + bytes(32), validate=False)
