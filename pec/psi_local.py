@@ -26,16 +26,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pec.errors import InputError, PecError
-from pec.tables import inspect_table, iter_table, read_columns
+from pec.tables import (
+    inspect_table,
+    iter_table,
+    read_columns,
+    read_plain_csv,
+    table_format,
+    write_plain_rows,
+)
 from psi.batch import BatchEngine, InlineEngine, PoolEngine, start_method
 from psi.errors import PsiAborted, PsiError
 from psi.normalize import KeyKind, NormalizationRules, infer_kind
-from psi.protocol import PsiConfig, PsiParty, PsiResult, Reveal
+from psi.protocol import PartyInput, PsiConfig, PsiParty, PsiResult, Reveal
 from psi.session import ConnectionChannel, run_party
 from psi.wire import PROTOCOL, Role
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from psi.prepare import KeyReport
 
 __all__ = ["KeyPair", "PsiLocalOptions", "check_inputs", "parse_key_spec", "run_psi_local"]
 
@@ -180,10 +189,57 @@ def _join_payloads(
     return rows.loc[index].reset_index(drop=True).join(extra.reset_index(drop=True))
 
 
+def _plain_cells(job: _PartyJob) -> dict[str, list[str]] | None:
+    """The key cells, read without pandas, when that is all the party needs; else None.
+
+    Raw keys of a regular CSV, with nothing else to read or write (no payload, no labeled run),
+    are read with the csv module, and the party then never imports pandas (about 0.3 s).
+    Anything else, or a file that reader declines, goes through pandas.
+    """
+    if (
+        job.payload
+        or job.config.labeled
+        or any(k is not KeyKind.RAW for k in job.kinds)
+        or table_format(job.path) != "csv"
+    ):
+        return None
+    return read_plain_csv(job.path, job.columns)
+
+
+def _read_input(
+    job: _PartyJob, lap: Callable[[str], None]
+) -> tuple[PartyInput, list[KeyReport], bool]:
+    """Read (lap "read") and normalize (lap "normalize") a party's keys; True: without pandas."""
+    from psi.prepare import prepare_input, prepare_raw_input
+
+    cells = _plain_cells(job)
+    if cells is not None:
+        lap("read")
+        data, reports = prepare_raw_input([(c, cells[c]) for c in job.columns])
+    else:
+        table = read_columns(job.path, list(dict.fromkeys(job.columns + job.payload)))
+        lap("read")
+        keys = [table[c].rename(c) for c in job.columns]
+        payload = table[list(job.payload)] if job.payload else None
+        data, reports = prepare_input(keys, job.kinds, job.rules, payload=payload)
+    lap("normalize")
+    return data, reports, cells is not None
+
+
+def _write_output(job: _PartyJob, result: PsiResult, target: Path, plain: bool) -> int:
+    """Write the matched rows; without pandas if the keys were read without it.
+
+    Alignment ids (an added column) go through pandas: on a table the plain reader accepted,
+    both readers number the rows alike, so either may write them.
+    """
+    if not plain or result.match_ids is not None:
+        return write_matches(job.path, result, target)
+    assert result.matched_rows is not None
+    return write_plain_rows(job.path, sorted(int(r) for r in result.matched_rows), target)
+
+
 def _party_main(job: _PartyJob, conn: Connection, events: Any) -> None:
     """Entry point of a party process: read own table, run the protocol, write own output."""
-    from psi.prepare import prepare_input  # pandas: imported in the party process only
-
     engine: BatchEngine | None = None
     phases: dict[str, float] = {}
     clock = time.perf_counter()
@@ -197,12 +253,7 @@ def _party_main(job: _PartyJob, conn: Connection, events: Any) -> None:
     try:
         if job.path.stat().st_size > EARLY_POOL_BYTES and job.workers != 1:
             engine = PoolEngine(job.workers)
-        table = read_columns(job.path, list(dict.fromkeys(job.columns + job.payload)))
-        lap("read")
-        keys = [table[c].rename(c) for c in job.columns]
-        payload = table[list(job.payload)] if job.payload else None
-        data, reports = prepare_input(keys, job.kinds, job.rules, payload=payload)
-        lap("normalize")
+        data, reports, plain = _read_input(job, lap)
         engine = _engine_for(sum(len(v) for v in data.slot_values), job.workers, engine)
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -223,7 +274,7 @@ def _party_main(job: _PartyJob, conn: Connection, events: Any) -> None:
         )
         if result.matched_rows is not None:
             name = f"{job.role.value}.csv"
-            report.output_rows = write_matches(job.path, result, job.workdir / name)
+            report.output_rows = _write_output(job, result, job.workdir / name, plain)
             report.output = name
         lap("write")
         engine.close()

@@ -20,7 +20,15 @@ if TYPE_CHECKING:
 # pandas and pyarrow are imported where used: the CLI process only inspects headers, and should
 # start fast; the party processes, which read whole columns, pay for the import.
 
-__all__ = ["TableInfo", "inspect_table", "iter_table", "read_columns", "table_format"]
+__all__ = [
+    "TableInfo",
+    "inspect_table",
+    "iter_table",
+    "read_columns",
+    "read_plain_csv",
+    "table_format",
+    "write_plain_rows",
+]
 
 _PARQUET_SUFFIXES = {".parquet", ".pq"}
 
@@ -100,6 +108,90 @@ def read_columns(path: Path, columns: Sequence[str]) -> pd.DataFrame:
         path, dtype=str, usecols=list(columns), keep_default_na=False, na_filter=False
     )
     return frame[list(columns)]
+
+
+class _Irregular(Exception):
+    """The file is not a regular CSV: leave it to pandas."""
+
+
+def _plain_rows(handle: Iterator[str]) -> Iterator[list[str]]:
+    """The header, then every data row, of a regular CSV; raises ``_Irregular`` otherwise.
+
+    Regular: a header of distinct names, and every other line either empty (skipped, as pandas
+    skips it) or holding exactly one field per header name; with a single column, no row whose
+    only field is blank (pandas' reading of those is its own).
+    """
+    reader = csv.reader(handle)
+    header = next(reader, None)
+    if not header or len(set(header)) != len(header) or not all(h.strip() for h in header):
+        raise _Irregular  # pandas renames duplicate and blank names, or skips a blank header
+    yield header
+    width = len(header)
+    for row in reader:
+        if not row:
+            continue
+        if len(row) != width or (width == 1 and not row[0].strip()):
+            raise _Irregular
+        yield row
+
+
+def read_plain_csv(path: Path, columns: Sequence[str]) -> dict[str, list[str]] | None:
+    """The given columns of a regular CSV file, read with the csv module (no pandas import).
+
+    For a party whose work needs nothing else from pandas this saves its import (about 0.3 s).
+    Returns None for anything irregular (see ``_plain_rows``), not UTF-8, or unreadable: the
+    caller then reads the file with :func:`read_columns`, which decides how to interpret it or
+    says what is wrong. On a regular file both give the same cells in the same rows (tested).
+    """
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            rows = _plain_rows(handle)
+            header = next(rows)
+            if any(c not in header for c in columns):
+                return None
+            picks = [header.index(c) for c in columns]
+            cells: list[list[str]] = [[] for _ in picks]
+            for row in rows:
+                for out, at in zip(cells, picks, strict=True):
+                    out.append(row[at])
+    except (_Irregular, csv.Error, UnicodeDecodeError, OSError):
+        return None
+    return dict(zip(columns, cells, strict=True))
+
+
+def write_plain_rows(path: Path, rows: Sequence[int], target: Path) -> int:
+    """Copy the data rows numbered ``rows`` (0-based, ascending) of a regular CSV to ``target``.
+
+    The rows as :func:`read_plain_csv` numbers them, written as pandas writes a frame of text
+    (the csv module, minimal quoting, newline line ends).
+
+    Raises:
+        InputError: the file stopped being a regular CSV, or lost rows, since it was read.
+    """
+    wanted = iter(rows)
+    next_row = next(wanted, None)
+    written = 0
+    try:
+        with (
+            path.open(encoding="utf-8-sig", newline="") as handle,
+            target.open("w", encoding="utf-8", newline="") as out,
+        ):
+            writer = csv.writer(out, lineterminator="\n")
+            source = _plain_rows(handle)
+            header = next(source)
+            writer.writerow(header)
+            for number, row in enumerate(source):
+                if next_row is None:
+                    break
+                if number == next_row:
+                    writer.writerow(row)
+                    written += 1
+                    next_row = next(wanted, None)
+    except (_Irregular, csv.Error, UnicodeDecodeError) as exc:
+        raise InputError(f"file {path}: changed while the run was using it") from exc
+    if next_row is not None:
+        raise InputError(f"file {path}: changed while the run was using it (rows are missing)")
+    return written
 
 
 def _as_text(frame: pd.DataFrame) -> pd.DataFrame:

@@ -10,14 +10,17 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
-from psi.normalize import KeyKind, NormalizationRules, normalize_column
+from psi.normalize import MAX_EXAMPLES, KeyKind, NormalizationRules, normalize_column
 from psi.protocol import PartyInput
 
-__all__ = ["KeyReport", "prepare_input"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["KeyReport", "prepare_input", "prepare_raw_input"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ def prepare_input(
     With ``payload`` (labeled PSI, the side that attaches data), each distinct key value carries
     the JSON list of the payload rows that have it.
     """
+    import pandas as pd
+
     slot_values: list[tuple[bytes, ...]] = []
     codes: list[np.ndarray] = []
     reports: list[KeyReport] = []
@@ -64,6 +69,34 @@ def prepare_input(
         payload_columns=tuple(str(c) for c in payload.columns) if payload is not None else (),
     )
     return data, reports
+
+
+def prepare_raw_input(
+    columns: Sequence[tuple[str, Sequence[str]]],
+) -> tuple[PartyInput, list[KeyReport]]:
+    """:func:`prepare_input` for raw keys given as lists of cells, without pandas.
+
+    ``columns`` holds one ``(name, cells)`` per key slot, aligned by row. The same result as
+    :func:`prepare_input` with every kind raw (tested): a value is used as it is, an empty cell
+    is invalid, and distinct values are numbered in order of first appearance.
+    """
+    slot_values: list[tuple[bytes, ...]] = []
+    codes: list[np.ndarray] = []
+    reports: list[KeyReport] = []
+    for name, cells in columns:
+        index: dict[str, int] = {}
+        slot_codes = np.fromiter(
+            (index.setdefault(c, len(index)) if c else -1 for c in cells),
+            dtype=np.int64,
+            count=len(cells),
+        )
+        slot_values.append(tuple(v.encode() for v in index))
+        codes.append(slot_codes)
+        empty = np.flatnonzero(slot_codes < 0)
+        examples = tuple(int(p) + 1 for p in empty[:MAX_EXAMPLES])
+        reports.append(KeyReport(name, KeyKind.RAW, int(empty.size), examples))
+    row_codes = np.stack(codes, axis=1) if codes else np.zeros((0, 0), dtype=np.int64)
+    return PartyInput(slot_values=tuple(slot_values), row_codes=row_codes), reports
 
 
 def _group_payloads(payload: pd.DataFrame, codes: np.ndarray, n: int) -> tuple[bytes, ...]:
