@@ -13,6 +13,8 @@ run on this machine, each in its own process:
   GCS setup with fpr 1e-9, its default data structure); inputs are handed over in memory, so its
   figures exclude file I/O that PEC's include.
 
+With ``--repeat N`` each size runs N times and the spread of the speed-up is printed.
+
 Reports wall seconds and peak resident memory per party (ru_maxrss; for PEC the party process
 and its largest worker), and the ratio. It also measures one X25519 multiplication through
 ``cryptography`` on this machine and prints the floor that puts under an ECDH-PSI (4 n
@@ -27,6 +29,7 @@ import json
 import multiprocessing as mp
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -170,6 +173,13 @@ def main() -> None:
         default=10**9,
         help="skip openmined-psi for sizes above this (it is slow)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run each size this many times (PEC then openmined-psi each time) and report the "
+        "spread of the speed-up: on a shared machine one pair of runs is not a measurement",
+    )
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     per_call = exchange_microseconds()
@@ -182,14 +192,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
             left, right, left_ids, right_ids = make_tables(n, Path(tmp))
-            pec = run_pec(left, right, Path(tmp) / f"out_{n}")
-            print(f"n={n} pec: {pec}", flush=True)
-            om = None
-            if n <= args.skip_openmined_above:
-                om = run_openmined(left_ids, right_ids)
-                print(f"n={n} openmined-psi: {om}", flush=True)
-                assert om["intersection"] == pec["intersection"], "the two PSIs disagree"
-            rows.append((n, pec, om))
+            for _ in range(max(1, args.repeat)):
+                pec = run_pec(left, right, Path(tmp) / f"out_{n}")
+                print(f"n={n} pec: {pec}", flush=True)
+                om = None
+                if n <= args.skip_openmined_above:
+                    om = run_openmined(left_ids, right_ids)
+                    print(f"n={n} openmined-psi: {om}", flush=True)
+                    assert om["intersection"] == pec["intersection"], "the two PSIs disagree"
+                rows.append((n, pec, om))
     print(
         "\n| n x n | PEC s | openmined-psi s | speed-up "
         "| PEC peak MiB (party + largest worker), left / right "
@@ -205,12 +216,12 @@ def main() -> None:
         if om:
             ratio = om["seconds"] / pec["seconds"]
             om_mem = f"{om['peak']['client']} / {om['peak']['server']}"
-            om_cols = f"{om['seconds']:.1f} | {ratio:.1f}x | {pec_mem} | {om_mem}"
+            om_cols = f"{om['seconds']:.2f} | {ratio:.2f}x | {pec_mem} | {om_mem}"
             target = f"{om['seconds'] / 4:.1f}"
         else:
             om_cols, target = f"skipped | - | {pec_mem} | -", "-"
         floor = floor_seconds(n, per_call, cores)
-        print(f"| {n:,} | {pec['seconds']:.1f} | {om_cols} | {floor:.1f} | {target} |")
+        print(f"| {n:,} | {pec['seconds']:.2f} | {om_cols} | {floor:.1f} | {target} |")
     print("\nPEC phases, seconds (read / normalize / protocol / write), left; right:")
     for n, pec, _ in rows:
         phases = pec["phases"]
@@ -219,6 +230,16 @@ def main() -> None:
             for s in ("left", "right")
         )
         print(f"- {n:,}: {sides}")
+    for n in args.sizes:
+        ratios = sorted(
+            om["seconds"] / pec["seconds"] for size, pec, om in rows if size == n and om
+        )
+        if len(ratios) > 1:
+            print(
+                f"\nspeed-up at {n:,} over {len(ratios)} runs: min {ratios[0]:.2f}x, median "
+                f"{statistics.median(ratios):.2f}x, max {ratios[-1]:.2f}x; "
+                f"{sum(r >= 4 for r in ratios)} of {len(ratios)} at 4x or more"
+            )
 
 
 if __name__ == "__main__":
