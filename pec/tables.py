@@ -80,7 +80,8 @@ def inspect_table(path: Path, *, role: str = "") -> TableInfo:
             columns = [str(c) for c in meta.schema_arrow.names]
             has_rows = meta.metadata.num_rows > 0
         else:
-            with path.open(encoding="utf-8", newline="") as handle:
+            # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first name
+            with path.open(encoding="utf-8-sig", newline="") as handle:
                 reader = csv.reader(handle)
                 columns = list(next(reader, []))
                 has_rows = any(any(cell.strip() for cell in row) for row in reader)

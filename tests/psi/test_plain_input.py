@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pec.errors import InputError
-from pec.tables import iter_table, read_columns, read_plain_csv, write_plain_rows
+from pec.tables import inspect_table, iter_table, read_columns, read_plain_csv, write_plain_rows
 from psi.normalize import KeyKind, NormalizationRules
 from psi.prepare import prepare_input, prepare_raw_input
 from psi.protocol import PsiResult, Reveal
@@ -190,3 +190,12 @@ print(plain, reports[0].invalid, list(reports[0].examples), "pandas" in sys.modu
     )
     assert run.stdout.split() == ["True", "1", "[3]", "False"]
     assert (tmp_path / "out.csv").read_text() == "id,name\nk2,Bob\n"
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column_name(tmp_path: Path) -> None:
+    # Excel's "CSV UTF-8" starts with a BOM; the header check and both readers must agree on "id"
+    path = tmp_path / "excel.csv"
+    path.write_bytes("id,name\nk1,Ann\nk2,Bob\n".encode("utf-8-sig"))
+    assert inspect_table(path).columns == ["id", "name"]
+    assert read_plain_csv(path, ["id"]) == {"id": ["k1", "k2"]}
+    assert read_columns(path, ["id"])["id"].tolist() == ["k1", "k2"]
