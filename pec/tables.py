@@ -120,7 +120,8 @@ def _plain_rows(handle: Iterator[str]) -> Iterator[list[str]]:
 
     Regular: a header of distinct names, and every other line either empty (skipped, as pandas
     skips it) or holding exactly one field per header name; with a single column, no row whose
-    only field is blank (pandas' reading of those is its own).
+    only field is blank (pandas' reading of those is its own). ``read_plain_csv`` also declines
+    files with a carriage return that does not end a CR-LF pair.
     """
     reader = csv.reader(handle)
     header = next(reader, None)
@@ -136,6 +137,22 @@ def _plain_rows(handle: Iterator[str]) -> Iterator[list[str]]:
         yield row
 
 
+def _has_lone_cr(path: Path, block: int = 1 << 20) -> bool:
+    """Whether the file holds a carriage return not followed by a line feed.
+
+    Lines ended by a lone CR (old Mac files) are read differently by pandas' parser and the csv
+    module in corner cases, so the plain reader leaves such files to pandas.
+    """
+    with path.open("rb") as handle:
+        carry = b""
+        while chunk := handle.read(block):
+            data = carry + chunk
+            if data.count(b"\r") != data.count(b"\r\n") + data.endswith(b"\r"):
+                return True
+            carry = data[-1:]
+        return carry == b"\r"
+
+
 def read_plain_csv(path: Path, columns: Sequence[str]) -> dict[str, list[str]] | None:
     """The given columns of a regular CSV file, read with the csv module (no pandas import).
 
@@ -145,6 +162,8 @@ def read_plain_csv(path: Path, columns: Sequence[str]) -> dict[str, list[str]] |
     says what is wrong. On a regular file both give the same cells in the same rows (tested).
     """
     try:
+        if _has_lone_cr(path):
+            return None
         with path.open(encoding="utf-8-sig", newline="") as handle:
             rows = _plain_rows(handle)
             header = next(rows)

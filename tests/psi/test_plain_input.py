@@ -7,6 +7,7 @@ accepts, and check that it declines the rest.
 
 import csv
 import io
+import re
 import subprocess
 import sys
 import tempfile
@@ -55,7 +56,7 @@ def csv_texts(draw: st.DrawFn) -> str:
             n = width + {"row": 0, "short": -1, "long": 1}[kind]
             cells = draw(st.lists(CELL, min_size=max(n, 0), max_size=max(n, 0)))
             lines.append(",".join(_quote(c, draw(st.booleans())) for c in cells))
-    end = draw(st.sampled_from(["\n", "\r\n"]))
+    end = draw(st.sampled_from(["\n", "\r\n", "\r"]))
     bom = draw(st.sampled_from(["", "\ufeff"]))
     return bom + end.join(lines) + draw(st.sampled_from(["", end]))
 
@@ -112,6 +113,24 @@ def test_the_plain_reader_declines_what_pandas_reads_its_own_way(
     path = tmp_path / "t.csv"
     path.write_text(text)
     assert read_plain_csv(path, ["id"]) is None, why
+
+
+@given(st.binary(max_size=12).map(lambda b: bytes(b"\ra\n"[x % 3] for x in b)), st.integers(1, 5))
+def test_a_lone_carriage_return_is_found_across_block_boundaries(data: bytes, block: int) -> None:
+    from pec.tables import _has_lone_cr
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "t.csv"
+        path.write_bytes(data)
+        assert _has_lone_cr(path, block) == (re.search(b"\r(?!\n)", data) is not None)
+
+
+def test_the_plain_reader_leaves_lone_carriage_returns_to_pandas(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"id,x\rk1,1\rk2,2\r")  # old Mac line ends
+    assert read_plain_csv(path, ["id"]) is None
+    path.write_bytes(b"id,x\r\nk1,1\r\nk2,2\r\n")
+    assert read_plain_csv(path, ["id"]) == {"id": ["k1", "k2"]}
 
 
 def test_the_plain_reader_declines_bytes_that_are_not_utf8(tmp_path: Path) -> None:
