@@ -144,11 +144,24 @@ def test_a_supernode_that_does_not_trust_the_ca_never_connects(tmp_path: Path) -
             assert not [n for n in _nodes(brand) if n.get("status") == "online"]
 
 
+def _until_visible(pid: int, workdir: Path, timeout: float = 10.0) -> None:
+    """Wait until /proc shows the started program in its folder (what the reaper checks).
+
+    A fresh-clone CI run once saw the reaper find nothing right after the start, under load.
+    """
+    from parties.local_flower import _is_ours
+
+    deadline = time.monotonic() + timeout
+    while not _is_ours(pid, workdir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 @pytest.mark.integration
 def test_a_new_owner_stops_the_processes_a_killed_one_left_running(tmp_path: Path) -> None:
     first = LocalFlower(tmp_path / "flower")
     first.start("superlink", [sys.executable, "-c", "import time; time.sleep(120)", "pec-stub"])
     orphan = first.processes["superlink"]
+    _until_visible(orphan.pid, first.workdir)
     # the owner dies without stopping its children (kill -9): a new one on the same folder
     second = LocalFlower(tmp_path / "flower")
     assert second.reap_stale() == ["superlink"]
@@ -158,6 +171,7 @@ def test_a_new_owner_stops_the_processes_a_killed_one_left_running(tmp_path: Pat
     # the same, without a LocalFlower: what the two-node test harness does after each test
     second.start("supernode", [sys.executable, "-c", "import time; time.sleep(120)", "pec-stub"])
     orphan = second.processes["supernode"]
+    _until_visible(orphan.pid, second.workdir)
     assert reap_recorded(tmp_path / "flower") == ["supernode"]
     orphan.wait(timeout=10)
     assert orphan.returncode == -9
