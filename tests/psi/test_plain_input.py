@@ -31,6 +31,9 @@ pytestmark = pytest.mark.unit
 # characters that make CSV hard: separators, quotes, line breaks, blanks, a BOM, non-ASCII
 CELL = st.text(alphabet=st.sampled_from(list('ab0 ,"\n\r\t\u00e9\ufeff')), max_size=6)
 NAME = st.text(alphabet=st.sampled_from(list('idxyz ,"')), min_size=0, max_size=4)
+# the same without quote characters: such files are split into fields without the csv module
+BARE_CELL = st.text(alphabet=st.sampled_from(list("ab0 ,\n\r\t\u00e9\ufeff\x00")), max_size=6)
+BARE_NAME = st.text(alphabet=st.sampled_from(list("idxyz ,")), min_size=0, max_size=4)
 
 
 def _quote(cell: str, always: bool) -> str:
@@ -40,12 +43,20 @@ def _quote(cell: str, always: bool) -> str:
 
 
 @st.composite
-def csv_texts(draw: st.DrawFn) -> str:
+def csv_texts(draw: st.DrawFn, quotes: bool = True) -> str:
     """Mostly well-formed CSV, with the irregularities pandas and the csv module may disagree
-    on: blank and whitespace lines, rows of the wrong width, raw quotes, a BOM, CR line ends."""
-    header = draw(st.lists(NAME, min_size=1, max_size=3, unique=draw(st.integers(0, 5)) > 0))
+    on: blank and whitespace lines, rows of the wrong width, raw quotes, a BOM, CR line ends.
+
+    Without ``quotes`` no quote character appears: cells are written as they are, so a cell
+    holding a comma or a line break changes the shape of its row."""
+    cell, name = (CELL, NAME) if quotes else (BARE_CELL, BARE_NAME)
+
+    def written(text: str) -> str:
+        return _quote(text, draw(st.booleans())) if quotes else text
+
+    header = draw(st.lists(name, min_size=1, max_size=3, unique=draw(st.integers(0, 5)) > 0))
     width = len(header)
-    lines = [",".join(_quote(h, draw(st.booleans())) for h in header)]
+    lines = [",".join(written(h) for h in header)]
     for _ in range(draw(st.integers(0, 6))):
         kind = draw(st.sampled_from(["row"] * 12 + ["blank", "spaces", "short", "long"]))
         if kind == "blank":
@@ -54,8 +65,8 @@ def csv_texts(draw: st.DrawFn) -> str:
             lines.append(" " * draw(st.integers(1, 3)))
         else:
             n = width + {"row": 0, "short": -1, "long": 1}[kind]
-            cells = draw(st.lists(CELL, min_size=max(n, 0), max_size=max(n, 0)))
-            lines.append(",".join(_quote(c, draw(st.booleans())) for c in cells))
+            cells = draw(st.lists(cell, min_size=max(n, 0), max_size=max(n, 0)))
+            lines.append(",".join(written(c) for c in cells))
     end = draw(st.sampled_from(["\n", "\r\n", "\r"]))
     bom = draw(st.sampled_from(["", "\ufeff"]))
     return bom + end.join(lines) + draw(st.sampled_from(["", end]))
@@ -66,7 +77,7 @@ def _pandas_rows(path: Path) -> pd.DataFrame:
 
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
-@given(csv_texts(), st.data())
+@given(st.booleans().flatmap(lambda quotes: csv_texts(quotes)), st.data())
 def test_the_plain_reader_gives_what_pandas_gives_or_declines(
     text: str, data: st.DataObject
 ) -> None:
@@ -96,6 +107,23 @@ def test_the_plain_reader_gives_what_pandas_gives_or_declines(
         assert mine.read_bytes() == theirs.read_bytes()
 
 
+def _plain_outcome(text: str, quoted: bool) -> object:
+    from pec.tables import _Irregular, _plain_columns
+
+    try:
+        header, batches = _plain_columns(io.StringIO(text, newline=""), quoted=quoted)
+        return header, [cells for columns in batches for cells in zip(*columns, strict=True)]
+    except (_Irregular, csv.Error) as exc:
+        return type(exc).__name__
+
+
+@settings(max_examples=300)
+@given(csv_texts(quotes=False).filter(lambda t: "\r" not in t.replace("\r\n", "")))
+def test_files_without_quotes_split_as_the_csv_module_reads_them(text: str) -> None:
+    text = text.removeprefix("\ufeff")
+    assert _plain_outcome(text, quoted=False) == _plain_outcome(text, quoted=True)
+
+
 @pytest.mark.parametrize(
     ("text", "why"),
     [
@@ -115,14 +143,19 @@ def test_the_plain_reader_declines_what_pandas_reads_its_own_way(
     assert read_plain_csv(path, ["id"]) is None, why
 
 
-@given(st.binary(max_size=12).map(lambda b: bytes(b"\ra\n"[x % 3] for x in b)), st.integers(1, 5))
-def test_a_lone_carriage_return_is_found_across_block_boundaries(data: bytes, block: int) -> None:
-    from pec.tables import _has_lone_cr
+@given(st.binary(max_size=12).map(lambda b: bytes(b'\ra\n"'[x % 4] for x in b)), st.integers(1, 5))
+def test_lone_carriage_returns_and_quotes_are_found_across_block_boundaries(
+    data: bytes, block: int
+) -> None:
+    from pec.tables import _scan_bytes
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "t.csv"
         path.write_bytes(data)
-        assert _has_lone_cr(path, block) == (re.search(b"\r(?!\n)", data) is not None)
+        scan = _scan_bytes(path, block)
+        assert scan.lone_cr == (re.search(b"\r(?!\n)", data) is not None)
+        if not scan.lone_cr:
+            assert scan.quoted == (b'"' in data)
 
 
 def test_the_plain_reader_leaves_lone_carriage_returns_to_pandas(tmp_path: Path) -> None:
