@@ -34,9 +34,9 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
-import gmpy2
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
@@ -78,8 +78,6 @@ _SMALL_ORDER_U = frozenset(
 )
 
 
-_P_MPZ = gmpy2.mpz(FIELD_PRIME)
-_JACOBI = gmpy2.jacobi
 _U64 = (1 << 64) - 1
 # The same refusals as 64-bit limbs (little-endian), for checking a whole chunk at once.
 _SMALL_ORDER_LIMBS = np.array(
@@ -99,10 +97,23 @@ class InvalidPoint(MaskingError, ValueError):
     """
 
 
+@cache
+def _legendre() -> Callable[[int], int]:
+    """The Legendre symbol mod p, through GMP.
+
+    gmpy2 is imported on first use (about 18 ms): only the curve test needs it, and a plain PSI
+    (no labeled mode) never runs that test.
+    """
+    import gmpy2
+
+    jacobi, p = gmpy2.jacobi, gmpy2.mpz(FIELD_PRIME)
+    return lambda x: int(jacobi(x, p))
+
+
 def _on_curve(u: int) -> bool:
     # the Legendre symbol of u^3 + A u^2 + u: 1 on the curve, -1 on the twist, 0 if it is 0;
     # GMP reduces the unreduced product itself, faster than a Python-level ``% p``
-    return bool(_JACOBI(u * (u * (u + _A) + 1), _P_MPZ) == 1)
+    return _legendre()(u * (u * (u + _A) + 1)) == 1
 
 
 def is_valid_point(encoded: bytes, *, curve_only: bool = True) -> bool:

@@ -299,3 +299,25 @@ def test_a_small_order_result_names_its_point() -> None:
     good = hash_to_u(b"ok", SALT, b"t")
     with pytest.raises(InvalidPoint, match="point 1 of the chunk has small order"):
         mask_points(MaskingKey.generate().raw_scalar(), good + bytes(32), validate=False)
+
+
+def test_a_plain_psi_never_imports_gmpy2_and_the_curve_test_does() -> None:
+    # gmpy2 is imported on first use of the curve test (about 18 ms of every start otherwise)
+    import subprocess
+    import sys
+
+    script = """
+import sys
+from psi.batch import hash_and_mask, mask_and_truncate
+from pec.crypto.masking import MaskingKey
+key = MaskingKey.generate().raw_scalar()
+points = hash_and_mask(key, b"s" * 32, b"t", [b"a", b"b"], curve_only=False)
+mask_and_truncate(key, points, 12, curve_only=False)
+print("gmpy2" in sys.modules)
+hash_and_mask(key, b"s" * 32, b"t", [b"a"], curve_only=True)
+print("gmpy2" in sys.modules)
+"""
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert run.stdout.split() == ["False", "True"]
