@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Protocol, TypeVar
@@ -82,6 +83,10 @@ class Channel(Protocol):
         """Receive one frame; raises PsiAborted on timeout or a closed link."""
         ...
 
+    def flush(self, timeout: float) -> None:
+        """Wait until every frame sent so far is handed to the link; raises PsiAborted if not."""
+        ...
+
     def close(self) -> None:
         """Close this end."""
         ...
@@ -113,6 +118,9 @@ class MemoryChannel:
             raise PsiAborted("the peer closed the channel")
         return item
 
+    def flush(self, timeout: float) -> None:
+        """Nothing to wait for: a frame is in the peer's queue when :meth:`send` returns."""
+
     def close(self) -> None:
         """Tell the other end that nothing more will come."""
         self._outbox.put(_EOF)
@@ -126,13 +134,23 @@ def memory_channel_pair() -> tuple[MemoryChannel, MemoryChannel]:
 
 
 class ConnectionChannel:
-    """A channel over a ``multiprocessing`` duplex ``Connection`` with a reader thread."""
+    """A channel over a ``multiprocessing`` duplex ``Connection``; threads read and write.
 
-    def __init__(self, conn: Connection) -> None:
+    Frames are written by a background thread, so the caller goes on computing while a large
+    frame drains into a peer that is busy computing too (it reads only when it gets the GIL).
+    At most ``send_ahead`` frames wait to be written: :meth:`send` blocks beyond that, which
+    bounds memory. :meth:`flush` waits until every frame is written.
+    """
+
+    def __init__(self, conn: Connection, *, send_ahead: int = 2) -> None:
         self._conn = conn
         self._inbox: queue.Queue[object] = queue.Queue()
+        self._outbox: queue.Queue[object] = queue.Queue(maxsize=send_ahead)
+        self._broken = threading.Event()
         self._reader = threading.Thread(target=self._read, name="psi-channel-reader", daemon=True)
+        self._writer = threading.Thread(target=self._write, name="psi-channel-writer", daemon=True)
         self._reader.start()
+        self._writer.start()
 
     def _read(self) -> None:
         try:
@@ -141,16 +159,45 @@ class ConnectionChannel:
         except (EOFError, OSError):
             self._inbox.put(_EOF)
 
+    def _write(self) -> None:
+        while (frame := self._outbox.get()) is not _EOF:
+            try:
+                self._conn.send_bytes(frame)  # type: ignore[arg-type]
+            except (OSError, ValueError):
+                self._broken.set()
+                return
+
     def send(self, frame: bytes) -> None:
-        """Send one frame.
+        """Queue one frame for writing.
 
         Raises:
-            PsiAborted: if the link is broken.
+            PsiAborted: if the link is broken, or the channel was flushed.
         """
-        try:
-            self._conn.send_bytes(frame)
-        except (OSError, ValueError) as exc:
-            raise PsiAborted("the link to the peer is broken") from exc
+        while not self._broken.is_set():
+            if not self._writer.is_alive():
+                raise PsiAborted("the channel was flushed: it sends nothing more")
+            try:
+                self._outbox.put(frame, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise PsiAborted("the link to the peer is broken")
+
+    def flush(self, timeout: float) -> None:
+        """Wait until every queued frame is written; the channel sends nothing afterwards.
+
+        Raises:
+            PsiAborted: if the link broke, or the peer did not take the frames within ``timeout``.
+        """
+        if self._writer.is_alive() and not self._broken.is_set():
+            deadline = time.monotonic() + timeout
+            with contextlib.suppress(queue.Full):
+                self._outbox.put(_EOF, timeout=timeout)
+            self._writer.join(max(0.0, deadline - time.monotonic()))
+        if self._broken.is_set():
+            raise PsiAborted("the link to the peer is broken")
+        if self._writer.is_alive():
+            raise PsiAborted(f"the peer took no message within {timeout:.0f} s")
 
     def recv(self, timeout: float) -> bytes:
         """Next frame from the peer.
@@ -167,7 +214,7 @@ class ConnectionChannel:
         return item
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (call :meth:`flush` first to deliver what was queued)."""
         self._conn.close()
 
 
@@ -201,10 +248,12 @@ def run_party(
             frame = channel.recv(timeout)
             observe("in", frame)
             send_all(party.receive(from_wire(frame)))
+        channel.flush(timeout)  # the peer may still be waiting for the last frames
         return party.result()
     except PsiError as exc:
         if not isinstance(exc, PsiAborted):
             abort = Abort(party.config.run_id, party.role, 0, type(exc).__name__, str(exc))
             with contextlib.suppress(PsiError):
                 channel.send(to_wire(abort))
+                channel.flush(min(timeout, 10.0))
         raise

@@ -121,3 +121,42 @@ def test_pool_engine_equals_inline() -> None:
         )
     finally:
         pool.close()
+
+
+@pytest.mark.integration
+def test_the_pipe_channel_queues_frames_and_flush_waits_until_the_peer_takes_them() -> None:
+    ours, theirs = Pipe(duplex=True)
+    channel = ConnectionChannel(ours)
+    frames = [bytes([i]) * (4 << 20) for i in range(3)]  # far more than a socket buffer holds
+    try:
+        for frame in frames:  # returns although the peer reads nothing yet
+            channel.send(frame)
+        with pytest.raises(PsiAborted, match="took no message"):
+            channel.flush(0.3)
+        received: list[bytes] = []
+        reader = threading.Thread(
+            target=lambda: received.extend(theirs.recv_bytes() for _ in frames)
+        )
+        reader.start()
+        channel.flush(20.0)
+        reader.join(20.0)
+        assert received == frames  # whole and in order
+        with pytest.raises(PsiAborted, match="sends nothing more"):
+            channel.send(b"late")
+    finally:
+        channel.close()
+        theirs.close()
+
+
+@pytest.mark.integration
+def test_the_pipe_channel_reports_a_broken_link_on_send_and_flush() -> None:
+    ours, theirs = Pipe(duplex=True)
+    theirs.close()
+    channel = ConnectionChannel(ours)
+    try:
+        with pytest.raises(PsiAborted, match="broken"):
+            for _ in range(100):  # the writer finds the link broken at its first frame
+                channel.send(b"x" * 1024)
+            channel.flush(5.0)
+    finally:
+        channel.close()
