@@ -84,12 +84,13 @@ def prepare_raw_input(
     codes: list[np.ndarray] = []
     reports: list[KeyReport] = []
     for name, cells in columns:
-        distinct = dict.fromkeys(cells)  # in order of first appearance
-        distinct.pop("", None)
-        index = dict(zip(distinct, range(len(distinct)), strict=True))
-        index[""] = -1
-        slot_codes = np.fromiter(map(index.__getitem__, cells), dtype=np.int64, count=len(cells))
-        slot_values.append(tuple(map(str.encode, distinct)))
+        index: dict[str, int] = {}
+        slot_codes = np.fromiter(
+            (index.setdefault(c, len(index)) if c else -1 for c in cells),
+            dtype=np.int64,
+            count=len(cells),
+        )
+        slot_values.append(tuple(v.encode() for v in index))
         codes.append(slot_codes)
         empty = np.flatnonzero(slot_codes < 0)
         examples = tuple(int(p) + 1 for p in empty[:MAX_EXAMPLES])
