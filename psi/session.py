@@ -145,7 +145,7 @@ class ConnectionChannel:
     def __init__(self, conn: Connection, *, send_ahead: int = 2) -> None:
         self._conn = conn
         self._inbox: queue.Queue[object] = queue.Queue()
-        self._outbox: queue.Queue[object] = queue.Queue(maxsize=send_ahead)
+        self._outbox: queue.Queue[bytes | None] = queue.Queue(maxsize=send_ahead)  # None: stop
         self._broken = threading.Event()
         self._reader = threading.Thread(target=self._read, name="psi-channel-reader", daemon=True)
         self._writer = threading.Thread(target=self._write, name="psi-channel-writer", daemon=True)
@@ -160,9 +160,9 @@ class ConnectionChannel:
             self._inbox.put(_EOF)
 
     def _write(self) -> None:
-        while (frame := self._outbox.get()) is not _EOF:
+        while (frame := self._outbox.get()) is not None:
             try:
-                self._conn.send_bytes(frame)  # type: ignore[arg-type]
+                self._conn.send_bytes(frame)
             except (OSError, ValueError):
                 self._broken.set()
                 return
@@ -192,7 +192,7 @@ class ConnectionChannel:
         if self._writer.is_alive() and not self._broken.is_set():
             deadline = time.monotonic() + timeout
             with contextlib.suppress(queue.Full):
-                self._outbox.put(_EOF, timeout=timeout)
+                self._outbox.put(None, timeout=timeout)
             self._writer.join(max(0.0, deadline - time.monotonic()))
         if self._broken.is_set():
             raise PsiAborted("the link to the peer is broken")
