@@ -25,7 +25,8 @@ from consent.model import Channel, parse_time
 from pec.errors import PecError
 from pec.settings import NodeSettings
 
-app = typer.Typer(help="Consent & preference ledger.", no_args_is_help=True)
+# the group's summary (its help) is in pec.cli.GROUPS, so that `pec --help` need not import it
+app = typer.Typer(no_args_is_help=True)
 
 DbOption = Annotated[
     str | None,

@@ -22,28 +22,37 @@ from pec.psi_cli import fail, progress_bars
 if TYPE_CHECKING:
     from pec.demo import DemoNode
 
-#: The sub-command groups and the modules that define them. Each is imported only when a command
-#: of its group runs (or for ``--help``), so that ``pec psi local`` does not pay for SQLAlchemy,
-#: pydantic, httpx and Flower's modules that other groups need: every command starts fast.
-GROUPS: dict[str, str] = {
-    "psi": "pec.psi_cli",
-    "consent": "consent.cli",
-    "node": "pec.node_cli",
-    "job": "pec.job_cli",
-    "vfl": "pec.vfl_cli",
-    "lookalike": "pec.lookalike_cli",
+#: The sub-command groups: the module that defines each and what it is for. A group is imported
+#: only when one of its commands runs, so that ``pec psi local`` does not pay for SQLAlchemy,
+#: pydantic, httpx and Flower's modules that other groups need; ``pec --help`` lists the groups by
+#: these summaries without importing any of them. Every command starts fast.
+GROUPS: dict[str, tuple[str, str]] = {
+    "psi": ("pec.psi_cli", "Private set intersection (ECDH-PSI on X25519)."),
+    "consent": ("consent.cli", "Consent & preference ledger."),
+    "node": ("pec.node_cli", "A node's home: identity, peers and datasets."),
+    "job": ("pec.job_cli", "Jobs: submit, status, result, manifest, verify."),
+    "vfl": ("pec.vfl_cli", "Vertical federated logistic regression (Flower + Paillier)."),
+    "lookalike": (
+        "pec.lookalike_cli",
+        "Lookalike audiences: a model on the partner's features trained on the brand's seed "
+        "labels; the audience stays with the partner.",
+    ),
 }
 
 
 @cache
 def _load_group(name: str) -> click.Command:
-    group = typer.main.get_group(importlib.import_module(GROUPS[name]).app)
+    module, summary = GROUPS[name]
+    group = typer.main.get_group(importlib.import_module(module).app)
     group.name = name
+    group.help = summary
     return group
 
 
 class _LazyGroups(TyperGroup):
     """The top-level group: the groups of :data:`GROUPS` are loaded on first use."""
+
+    _listing = False
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         names = super().list_commands(ctx)
@@ -51,8 +60,17 @@ class _LazyGroups(TyperGroup):
         # as typer lists them: plain commands first, then the groups
         return [*plain, *GROUPS, *(n for n in names if n not in plain)]
 
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True  # the listing needs only each group's summary
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in GROUPS:
+            if self._listing:
+                return click.Group(cmd_name, help=GROUPS[cmd_name][1])
             return _load_group(cmd_name)
         return super().get_command(ctx, cmd_name)
 

@@ -19,7 +19,8 @@ from parties.errors import PartyError
 from parties.jobs import JobSpec
 from pec.psi_cli import fail
 
-app = typer.Typer(help="Jobs: submit, status, result, manifest, verify.", no_args_is_help=True)
+# the group's summary (its help) is in pec.cli.GROUPS, so that `pec --help` need not import it
+app = typer.Typer(no_args_is_help=True)
 Url = Annotated[
     str, typer.Option(envvar="PEC_API_URL", help="The node's control plane (PEC_API_URL).")
 ]

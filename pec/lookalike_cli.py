@@ -13,11 +13,8 @@ from rich.console import Console
 from pec.errors import InputError, PecError
 from pec.psi_cli import fail, progress_bars
 
-app = typer.Typer(
-    help="Lookalike audiences: a model on the partner's features trained on the brand's seed "
-    "labels; the audience stays with the partner.",
-    no_args_is_help=True,
-)
+# the group's summary (its help) is in pec.cli.GROUPS, so that `pec --help` need not import it
+app = typer.Typer(no_args_is_help=True)
 _stderr = Console(stderr=True)
 
 LearningRate = Annotated[float, typer.Option(min=0.0, help="Nesterov step size.")]

@@ -21,7 +21,8 @@ from pec.tables import inspect_table
 if TYPE_CHECKING:
     from parties.local_flower import LocalFlower
 
-app = typer.Typer(help="A node's home: identity, peers and datasets.", no_args_is_help=True)
+# the group's summary (its help) is in pec.cli.GROUPS, so that `pec --help` need not import it
+app = typer.Typer(no_args_is_help=True)
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:

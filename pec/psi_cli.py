@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 # Every ``pec`` command imports this module (for ``fail`` and the progress bars), so the PSI
 # engine and pandas are imported inside the commands that use them: the CLI starts fast.
 
-app = typer.Typer(help="Private set intersection (ECDH-PSI on X25519).", no_args_is_help=True)
+# the group's summary (its help) is in pec.cli.GROUPS, so that `pec --help` need not import it
+app = typer.Typer(no_args_is_help=True)
 _stderr = Console(stderr=True)
 
 

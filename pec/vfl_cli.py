@@ -13,9 +13,8 @@ from rich.console import Console
 from pec.errors import InputError, PecError
 from pec.psi_cli import fail, progress_bars
 
-app = typer.Typer(
-    help="Vertical federated logistic regression (Flower + Paillier).", no_args_is_help=True
-)
+# the group's summary (its help) is in pec.cli.GROUPS, so that `pec --help` need not import it
+app = typer.Typer(no_args_is_help=True)
 _stderr = Console(stderr=True)
 
 Optimizer = Annotated[str, typer.Option(help="adam, sgd or nesterov (same on both sides).")]

@@ -34,7 +34,24 @@ def test_a_group_is_loaded_when_its_command_runs() -> None:
     assert "pec.node_cli" not in loaded
 
 
-def test_every_group_is_listed_and_loads() -> None:
+def test_the_top_level_help_lists_the_groups_without_importing_them() -> None:
+    loaded = loaded_after(
+        "from typer.testing import CliRunner\nfrom pec.cli import app\n"
+        "assert CliRunner().invoke(app, ['--help']).exit_code == 0"
+    )
+    from pec.cli import GROUPS
+
+    groups = {module for module, _ in GROUPS.values()} - {"pec.psi_cli"}  # pec.cli imports it
+    assert groups and not groups & loaded
+    assert not loaded & set(HEAVY)
+
+
+def flat(text: str) -> str:
+    """Help text without rich's box lines and line wrapping."""
+    return " ".join(text.replace("│", " ").split())
+
+
+def test_every_group_is_listed_with_its_summary_and_loads() -> None:
     from typer.testing import CliRunner
 
     from pec.cli import GROUPS, app
@@ -43,5 +60,8 @@ def test_every_group_is_listed_and_loads() -> None:
     assert result.exit_code == 0
     for name in [*GROUPS, "data", "demo", "version"]:
         assert f" {name} " in result.stdout
-    for name in GROUPS:
-        assert CliRunner().invoke(app, [name, "--help"]).exit_code == 0, name
+    for name, (_, summary) in GROUPS.items():
+        assert flat(summary) in flat(result.stdout), name
+        shown = CliRunner().invoke(app, [name, "--help"])
+        assert shown.exit_code == 0, name
+        assert flat(summary) in flat(shown.stdout), name  # the group's own help is the summary
