@@ -35,7 +35,7 @@ from pec.tables import (
     write_plain_rows,
 )
 from psi.batch import BatchEngine, InlineEngine, PoolEngine, start_method
-from psi.errors import PsiAborted, PsiError
+from psi.errors import InvalidKeyKind, PsiAborted, PsiError
 from psi.normalize import KeyKind, NormalizationRules, infer_kind
 from psi.protocol import PartyInput, PsiConfig, PsiParty, PsiResult, Reveal
 from psi.session import ConnectionChannel, run_party
@@ -69,12 +69,17 @@ def parse_key_spec(spec: str) -> KeyPair:
         InvalidKeyKind: for a kind other than phone, email or raw.
         InputError: for an empty column name.
     """
-    columns, _, kind_text = spec.rpartition(":") if ":" in spec else (spec, "", "")
-    left, _, right = columns.partition("=")
-    right = right or left
+    columns, colon, kind_text = spec.rpartition(":") if ":" in spec else (spec, "", "")
+    left, equals, right = columns.partition("=")
+    right = right if equals else left
     if not left.strip() or not right.strip():
         raise InputError(f"--key {spec!r}: a column name is empty")
-    kind = KeyKind.parse(kind_text) if kind_text else infer_kind(left)
+    if colon and not kind_text.strip():
+        raise InputError(f"--key {spec!r}: no kind after ':' (use phone, email or raw)")
+    try:
+        kind = KeyKind.parse(kind_text) if colon else infer_kind(left)
+    except InvalidKeyKind as exc:
+        raise InvalidKeyKind(f"--key {spec!r}: {exc} (for column {left.strip()!r})") from None
     return KeyPair(left.strip(), right.strip(), kind)
 
 
@@ -347,9 +352,8 @@ def run_psi_local(
         align=options.align,
     )
     out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
     workdir = out.parent / f".{out.name}.partial-{config.run_id[:12]}"
-    workdir.mkdir()
+    _prepare_output(out, workdir)
     # both parties share this machine: by default each takes half the cores (one: compute inline)
     workers = options.workers or max(1, (os.cpu_count() or 2) // 2)
     jobs = {
@@ -386,6 +390,22 @@ def run_psi_local(
         return summary
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _prepare_output(out: Path, workdir: Path) -> None:
+    """Check that ``out`` can take the outputs, and make the private folder they are written to.
+
+    Raises:
+        InputError: ``out`` is a file, or its folder cannot be made or written to.
+    """
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file, not a directory")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        workdir.mkdir()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise InputError(f"--out {out}: cannot write there ({reason})") from None
 
 
 def run_parties(

@@ -8,7 +8,9 @@ column, never a cell value.
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from operator import methodcaller
@@ -19,6 +21,7 @@ from pec.errors import InputError
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 # pandas and pyarrow are imported where used: the CLI process only inspects headers, and should
 # start fast; the party processes, which read whole columns, pay for the import.
@@ -34,6 +37,8 @@ __all__ = [
 ]
 
 _PARQUET_SUFFIXES = {".parquet", ".pq"}
+#: Rows pandas parses at a time when only some columns are kept.
+_CHECKED_ROWS = 200_000
 
 
 def table_format(path: Path) -> str:
@@ -61,8 +66,24 @@ class TableInfo:
         for column in columns:
             if column not in self.columns:
                 who = f"{role} " if role else ""
-                known = ", ".join(self.columns[:20])
-                raise InputError(f"{who}file {self.path}: no column {column!r} (columns: {known})")
+                # The names are not listed: in a file without a header row they are the first
+                # row's identifiers. Only names close to the wanted one are suggested.
+                close = _close_names(column, self.columns)
+                hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+                raise InputError(
+                    f"{who}file {self.path}: no column {column!r} among its "
+                    f"{len(self.columns)} columns (the first row must name them){hint}"
+                )
+
+
+def _close_names(wanted: str, names: Sequence[str]) -> list[str]:
+    """Up to 3 of ``names`` that differ from ``wanted`` only in case or by a typo."""
+    import difflib
+
+    lowered = {name.lower(): name for name in names}
+    if wanted.lower() in lowered:
+        return [lowered[wanted.lower()]]
+    return [lowered[n] for n in difflib.get_close_matches(wanted.lower(), lowered, n=3, cutoff=0.8)]
 
 
 def inspect_table(path: Path, *, role: str = "") -> TableInfo:
@@ -107,11 +128,64 @@ def read_columns(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     if table_format(path) == "parquet":
         import pyarrow.parquet as pq
 
-        return _as_text(pq.read_table(path, columns=list(columns)).to_pandas())
-    frame = pd.read_csv(
-        path, dtype=str, usecols=list(columns), keep_default_na=False, na_filter=False
-    )
-    return frame[list(columns)]
+        return _arrow_as_text(pq.read_table(path, columns=list(columns)))
+    # Every column is parsed (a chunk at a time, keeping only the wanted ones): with ``usecols``
+    # pandas would pass over a row with too many fields instead of refusing the file.
+    with _csv_errors(path):
+        chunks = pd.read_csv(
+            path, dtype=str, keep_default_na=False, na_filter=False, chunksize=_CHECKED_ROWS
+        )
+        frames = [chunk[list(columns)] for chunk in chunks]
+    return pd.concat(frames, ignore_index=True)
+
+
+@contextmanager
+def _csv_errors(path: Path) -> Iterator[None]:
+    """Turn pandas' errors on a CSV body into an :class:`InputError` naming the file and line.
+
+    :func:`inspect_table` checked the header; a bad row further down surfaces only here.
+    """
+    import pandas as pd
+
+    try:
+        yield
+    except UnicodeDecodeError:
+        raise InputError(f"file {path}: {_first_undecodable_line(path)}") from None
+    except (pd.errors.ParserError, csv.Error) as exc:
+        text = str(exc)
+        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+        if found:
+            want, line, saw = found.groups()
+            reason = f"line {line} has {saw} fields, the header {want}"
+        else:  # pandas' other messages name a row or byte offset, never a cell value
+            reason = text.splitlines()[-1].removeprefix("Error tokenizing data. ")
+        raise InputError(f"file {path}: cannot read as CSV ({reason})") from None
+
+
+def _first_undecodable_line(path: Path) -> str:
+    """Where a file stops being UTF-8: its line number and the byte's column (both 1-based)."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"line {number} is not UTF-8 (byte {exc.start + 1} of the line)"
+    return "is not UTF-8"
+
+
+def _arrow_as_text(table: pa.Table) -> pd.DataFrame:
+    """A Parquet table as text cells, integers written as integers.
+
+    pandas turns an integer column with a missing value into floats (``13812345678.0``), which
+    would neither match nor reproduce the file, so such columns become text in Arrow first.
+    """
+    import pyarrow as pa
+
+    columns = [
+        column.cast(pa.string()) if pa.types.is_integer(column.type) else column
+        for column in table.columns
+    ]
+    return _as_text(pa.table(columns, names=table.column_names).to_pandas())
 
 
 class _Irregular(Exception):
@@ -294,26 +368,28 @@ def iter_table(path: Path, chunk_rows: int = 200_000) -> Iterator[pd.DataFrame]:
 
     offset = 0
     if table_format(path) == "parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
-            frame = _as_text(batch.to_pandas())
+            frame = _arrow_as_text(pa.Table.from_batches([batch]))
             frame.index = pd.RangeIndex(offset, offset + len(frame))
             offset += len(frame)
             yield frame
         return
-    reader = pd.read_csv(
-        path,
-        dtype=str,
-        keep_default_na=False,
-        na_filter=False,
-        chunksize=chunk_rows,
-        quoting=csv.QUOTE_MINIMAL,
-    )
-    for frame in reader:
-        frame.index = pd.RangeIndex(offset, offset + len(frame))
-        offset += len(frame)
-        yield frame
+    with _csv_errors(path):
+        reader = pd.read_csv(
+            path,
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            chunksize=chunk_rows,
+            quoting=csv.QUOTE_MINIMAL,
+        )
+        for frame in reader:
+            frame.index = pd.RangeIndex(offset, offset + len(frame))
+            offset += len(frame)
+            yield frame
 
 
 def iter_sql_table(url: str, table: str, chunk_rows: int = 200_000) -> Iterator[pd.DataFrame]:

@@ -92,11 +92,18 @@ class KeyKind(StrEnum):
 
 
 def infer_kind(column: str) -> KeyKind:
-    """Guess a key's kind from its column name (phone/mobile/tel, email/mail, else raw)."""
-    name = column.lower()
-    if any(word in name for word in ("phone", "mobile", "tel")):
+    """Guess a key's kind from the words of its column name.
+
+    phone: a word containing ``phone`` or starting with ``mobile``, or the word ``tel``
+    (``phone``, ``Telephone``, ``mobileNo``, ``contact_tel``); email: a word containing ``mail``
+    (``email``, ``E-Mail``, ``mail_addr``); else raw. Words, not substrings: ``hotel_id`` is raw.
+    """
+    # words split at anything but letters and digits, and between a lower and an upper letter
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", column)
+    words = re.findall(r"[a-z0-9]+", spaced.lower())
+    if any("phone" in w or w.startswith("mobile") or w in ("tel", "telno") for w in words):
         return KeyKind.PHONE
-    if "mail" in name:
+    if any("mail" in w for w in words):
         return KeyKind.EMAIL
     return KeyKind.RAW
 

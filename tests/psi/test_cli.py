@@ -198,7 +198,26 @@ def test_labeled_psi_attaches_payload_columns(files: Path) -> None:
         (["left.csv", "missing.csv", "--key", "phone"], "right file missing.csv: not found"),
         (["left.csv", "right.csv", "--key", "phone"], "right file right.csv: no column 'phone'"),
         (["left.csv", "right.csv", "--key", "fone=mobile"], "left file left.csv: no column 'fone'"),
-        (["left.csv", "right.csv", "--key", "phone=mobile:fax"], "unknown key kind 'fax'"),
+        (
+            ["left.csv", "right.csv", "--key", "phone=mobile:fax"],
+            "--key 'phone=mobile:fax': unknown key kind 'fax': use one of phone, email, raw "
+            "(for column 'phone')",
+        ),
+        (["left.csv", "right.csv", "--key", "phone=mobile:"], "no kind after ':'"),
+        (["left.csv", "right.csv", "--key", "phone="], "--key 'phone=': a column name is empty"),
+        # the body is read in the party processes: still exit 2, naming the file and line
+        (
+            ["ragged.csv", "right.csv", "--key", "phone=mobile"],
+            "left: file ragged.csv: cannot read as CSV (line 4 has 3 fields, the header 2)",
+        ),
+        (
+            ["ragged.csv", "right.csv", "--key", "phone=mobile:raw"],  # the csv-module reader
+            "left: file ragged.csv: cannot read as CSV (line 4 has 3 fields, the header 2)",
+        ),
+        (
+            ["left.csv", "latin1.csv", "--key", "phone=mobile"],
+            "right: file latin1.csv: line 702 is not UTF-8 (byte 4 of the line)",
+        ),
         (["empty.csv", "right.csv", "--key", "phone=mobile"], "left file empty.csv: has no rows"),
         (["garbage.parquet", "right.csv", "--key", "x"], "cannot read as PARQUET"),
         (
@@ -212,6 +231,9 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
 ) -> None:
     (files / "empty.csv").write_text("phone,x\n")
     (files / "garbage.parquet").write_bytes(b"PAR1 this is not parquet")
+    (files / "ragged.csv").write_text("phone,x\n13812345678,a\n13900000000,b\n13700000000,c,d\n")
+    rows = b"".join(b"1380000%04d\n" % i for i in range(700))
+    (files / "latin1.csv").write_bytes(b"mobile\n" + rows + b"Caf\xe9\n")  # past the first 8 KB
     result = pec("psi", "local", *args, "--reveal", "left", "--out", "out", cwd=files)
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -219,6 +241,39 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     assert needle in lines[0]
     assert not (files / "out").exists()
     assert not any(p.name.startswith(".out.partial") for p in files.iterdir())
+
+
+def test_a_missing_column_error_never_shows_the_first_row(files: Path) -> None:
+    # without a header row the "column names" are a person's identifiers
+    (files / "headerless.csv").write_text("13812345678,secret.person@example.com\n1,a@b.c\n")
+    result = pec(
+        "psi", "local", "headerless.csv", "right.csv", "--key", "phone=mobile", "--reveal",
+        "left", "--out", "out", cwd=files,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "left file headerless.csv: no column 'phone' among its 2 columns" in result.stderr
+    assert "13812345678" not in result.stderr and "secret" not in result.stderr
+    (files / "capitals.csv").write_text("Phone,x\n13812345678,a\n")
+    result = pec(
+        "psi", "local", "capitals.csv", "right.csv", "--key", "phone=mobile", "--reveal",
+        "left", "--out", "out", cwd=files,
+    )  # fmt: skip
+    assert result.returncode == 2 and "did you mean 'Phone'?" in result.stderr
+
+
+@pytest.mark.parametrize("out", ["a-file", "a-file/below"])
+def test_an_unusable_out_exits_2_before_any_work(files: Path, out: str) -> None:
+    (files / "a-file").write_text("keep me\n")
+    result = pec(
+        "psi", "local", "left.csv", "right.csv", "--key", "phone=mobile", "--reveal", "left",
+        "--out", out, cwd=files,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"--out {files / out}" in lines[0], result.stderr
+    assert "mask" not in result.stderr  # no party ran
+    assert (files / "a-file").read_text() == "keep me\n"
+    assert sorted(p.name for p in files.iterdir()) == ["a-file", "left.csv", "right.csv"]
 
 
 def test_payload_needs_reveal_left(files: Path) -> None:

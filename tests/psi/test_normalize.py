@@ -129,9 +129,18 @@ def test_raw_keys_are_the_same_from_a_text_column_and_an_object_column(
         ("email", KeyKind.EMAIL),
         ("e_mail", KeyKind.EMAIL),
         ("device_id", KeyKind.RAW),
+        ("PhoneNumber", KeyKind.PHONE),
+        ("mobileNo", KeyKind.PHONE),
+        ("contact_tel", KeyKind.PHONE),
+        ("Telephone", KeyKind.PHONE),
+        ("E-Mail", KeyKind.EMAIL),
+        ("userEmail", KeyKind.EMAIL),
+        ("hotel_id", KeyKind.RAW),  # "tel" inside a word is not a phone
+        ("motel", KeyKind.RAW),
+        ("id", KeyKind.RAW),
     ],
 )
-def test_kind_inference(name: str, kind: KeyKind) -> None:
+def test_kind_inference_by_words(name: str, kind: KeyKind) -> None:
     assert infer_kind(name) is kind
 
 
