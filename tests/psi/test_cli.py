@@ -99,6 +99,28 @@ def test_both_sides_with_parquet_and_different_column_names(files: Path) -> None
     assert right["tag"].tolist() == ["t1", "t3"]
 
 
+def test_parquet_integer_keys_with_a_missing_value_match_as_integers(files: Path) -> None:
+    # pandas would read this column as floats (13812345678.0): no phone, no raw match
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids = pa.array([13812345678, None, 13900000000, 13700000001], pa.int64())
+    pq.write_table(pa.table({"mobile": ids, "n": pa.array([1, 2, None, 4])}), files / "r.parquet")
+    (files / "raw.csv").write_text("mobile\n13812345678\n13900000000\n")
+    for key, matched in (("phone=mobile", 2), ("mobile:raw", 2)):
+        left = "left.csv" if key.startswith("phone") else "raw.csv"
+        result = pec(
+            "psi", "local", left, "r.parquet", "--key", key, "--reveal", "both", "--out",
+            "out", "--json", cwd=files,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+        assert summary["matched_right_rows"] == matched, key
+        assert summary["right_invalid"] == {"mobile": 1}, key  # the missing one, reported
+        right = pd.read_csv(files / "out" / "right.csv", dtype=str, keep_default_na=False)
+        assert right.values.tolist() == [["13812345678", "1"], ["13900000000", ""]], key
+
+
 def test_align_adds_a_shared_match_id(files: Path) -> None:
     result = pec(
         "psi",
