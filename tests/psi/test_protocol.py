@@ -1,6 +1,5 @@
 from dataclasses import replace
 
-import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -272,13 +271,33 @@ def test_empty_sides_complete() -> None:
 
 
 def test_count_mode_returns_are_shuffled_globally() -> None:
-    # with 40 records, the returned order matching the sent order by chance is negligible
+    # The right side doubly masks the left's records and returns them in an order of its own,
+    # across chunks, so that the left cannot map a returned value back to a row. Recompute each
+    # returned value from what the left sent, with the right's key, and compare the orders.
+    from psi.batch import mask_and_truncate
+
     left = [(f"id{i}",) for i in range(40)]
     a, b = make_parties(left, left, (KeyKind.RAW,), Reveal.COUNT, chunk_size=7)
-    exchange(a, b)
-    sent = a._state.my_order[0]
+    frames = [from_wire(f) for f in exchange(a, b)]
     assert a.result().count == 40
-    assert not np.array_equal(sent, np.arange(40))
+
+    def bodies(sender: Role, kind: PointsKind) -> list[Points]:
+        return [
+            m for m in frames if isinstance(m, Points) and m.sender is sender and m.kind is kind
+        ]
+
+    sent = b"".join(m.body for m in bodies(Role.LEFT, PointsKind.MASKED))
+    returned = bodies(Role.RIGHT, PointsKind.DOUBLE)
+    width = returned[0].width
+    expected = mask_and_truncate(b._key.raw_scalar(), sent, width, b._curve_only)
+    in_sent_order = [expected[i : i + width] for i in range(0, len(expected), width)]
+    got = [m.body[i : i + width] for m in returned for i in range(0, len(m.body), width)]
+    assert len(got) == 40 and sorted(got) == sorted(in_sent_order)
+    position = {value: i for i, value in enumerate(in_sent_order)}
+    order = [position[value] for value in got]
+    assert order != sorted(order)  # 1 in 40! by chance
+    # not only within chunks: some value comes back in another chunk than it went in
+    assert any(position[value] // 7 != i // 7 for i, value in enumerate(got))
 
 
 def test_duplicates_are_sent_once() -> None:
