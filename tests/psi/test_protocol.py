@@ -300,6 +300,43 @@ def test_count_mode_returns_are_shuffled_globally() -> None:
     assert any(position[value] // 7 != i // 7 for i, value in enumerate(got))
 
 
+def test_multi_key_count_mode_shows_records_sharing_a_value() -> None:
+    # The leak docs/threat-model.md describes: the right sees that two of the left's records
+    # share a phone, and the left finds its two records sharing p1 among the shuffled returns.
+    kinds = (KeyKind.PHONE, KeyKind.EMAIL)
+    left = [
+        ("13812345678", "a@x.com"),
+        ("13812345678", "b@x.com"),
+        ("13900000000", "c@x.com"),
+        ("13700000000", "d@x.com"),
+    ]
+    right = [("13812345678", "z@x.com")]
+    a, b = make_parties(left, right, kinds, Reveal.COUNT, chunk_size=2)
+    frames = [from_wire(f) for f in exchange(a, b)]
+    assert a.result().count == 2
+
+    def phones(sender: Role, kind: PointsKind) -> list[bytes]:
+        records = [
+            m.body[i : i + m.width * 2]
+            for m in frames
+            if isinstance(m, Points) and m.sender is sender and m.kind is kind
+            for i in range(0, len(m.body), m.width * 2)
+        ]
+        return [record[: len(record) // 2] for record in records]
+
+    seen_by_right = phones(Role.LEFT, PointsKind.MASKED)
+    assert len(seen_by_right) == 4 and len(set(seen_by_right)) == 3  # one phone, twice
+    returned = phones(Role.RIGHT, PointsKind.DOUBLE)
+    shared = {value for value in returned if returned.count(value) == 2}
+    assert len(shared) == 1  # the left's two records with 13812345678, recognisable
+    # ... and the left's key turns the right's phone into that same value: p1 matched
+    from psi.batch import mask_and_truncate
+
+    (right_phone,) = phones(Role.RIGHT, PointsKind.MASKED)
+    width = len(returned[0])
+    assert mask_and_truncate(a._key.raw_scalar(), right_phone, width, a._curve_only) in shared
+
+
 def test_duplicates_are_sent_once() -> None:
     left = [("id1",), ("id1",), ("id1",), ("id2",), (None,)]
     right = [("id1",)]
