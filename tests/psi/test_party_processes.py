@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import pec.psi_local
+from psi.batch import mask_and_truncate
 from psi.errors import PsiError
 from psi.wire import Role
 
@@ -63,3 +64,36 @@ def test_a_party_that_dies_is_an_error_and_its_peer_sees_the_link_close(
     seen, seconds = marker.read_text().split()
     assert seen == "eof"
     assert float(seconds) < 30
+
+
+def _right_party_dies(*args: Any, **kwargs: Any) -> bytes:
+    import multiprocessing
+
+    if multiprocessing.current_process().name.endswith("-right"):
+        os._exit(3)
+    return mask_and_truncate(*args, **kwargs)  # the left party works as usual
+
+
+def test_a_party_dying_mid_run_leaves_the_output_folder_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The right party dies once it has masked its own values and starts on the left's: the run
+    # fails, and the outputs of an earlier run stay as they were, with no partial folder left.
+    import psi.batch
+    from pec.psi_local import PsiLocalOptions, parse_key_spec, run_psi_local
+    from psi.wire import Reveal
+
+    monkeypatch.setattr(pec.psi_local, "start_method", lambda: "fork")  # inherits the patch
+    monkeypatch.setattr(psi.batch, "mask_and_truncate", _right_party_dies)
+    (tmp_path / "l.csv").write_text("id\n" + "".join(f"u{i}\n" for i in range(50)))
+    (tmp_path / "r.csv").write_text("id\n" + "".join(f"u{i}\n" for i in range(0, 100, 2)))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text("an earlier run\n")
+    options = PsiLocalOptions(keys=(parse_key_spec("id:raw"),), reveal=Reveal.BOTH, timeout=30)
+    gone = "right party exited without a result|left party failed: PsiAborted: the peer closed"
+    with pytest.raises(PsiError, match=gone):
+        run_psi_local(tmp_path / "l.csv", tmp_path / "r.csv", out, options)
+    assert [p.name for p in out.iterdir()] == ["summary.json"]
+    assert (out / "summary.json").read_text() == "an earlier run\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["l.csv", "out", "r.csv"]
