@@ -1,4 +1,5 @@
 import hashlib
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -58,16 +59,79 @@ def _reference_hash_to_u(value: bytes, salt: bytes, tag: bytes, curve_only: bool
 
 
 @pytest.mark.parametrize("vector", load_vectors("psi_hash_to_u.json"))
-def test_hash_to_u_known_answers(vector: dict[str, str]) -> None:
+def test_hash_to_u_known_answers(vector: dict[str, Any]) -> None:
     value, salt, tag = (
         vector["value"].encode(),
         bytes.fromhex(vector["salt"]),
         vector["tag"].encode(),
     )
-    assert hash_to_u(value, salt, tag).hex() == vector["u"]
-    assert _reference_hash_to_u(value, salt, tag).hex() == vector["u"]
+    curve_only = vector["curve_only"]
+    assert hash_to_u(value, salt, tag, curve_only=curve_only).hex() == vector["u"]
+    assert _reference_hash_to_u(value, salt, tag, curve_only).hex() == vector["u"]
     # the batch path (one keyed hasher per chunk, copied per value) gives the same points
-    assert hash_values([b"other", value], salt, tag)[32:].hex() == vector["u"]
+    batch = hash_values([b"other", value], salt, tag, curve_only=curve_only)
+    assert batch[32:].hex() == vector["u"]
+
+
+def test_the_hash_vectors_cover_both_curve_tests() -> None:
+    # a value whose first try lands on the twist hashes differently with and without the test
+    by_input: dict[tuple[str, str, str], set[str]] = {}
+    for v in load_vectors("psi_hash_to_u.json"):
+        by_input.setdefault((v["value"], v["salt"], v["tag"]), set()).add(v["u"])
+    assert sum(len(points) == 2 for points in by_input.values()) >= 2
+
+
+def _reference_x25519(scalar: bytes, u: bytes) -> bytes:
+    """RFC 7748's Montgomery ladder, written independently with plain Python integers."""
+    p = FIELD_PRIME
+    k = int.from_bytes(scalar, "little")
+    k = (k & ~7 & ~(1 << 255)) | (1 << 254)
+    x1 = int.from_bytes(u, "little") & ((1 << 255) - 1)
+    x2, z2, x3, z3, swap = 1, 0, x1, 1, 0
+    for t in reversed(range(255)):
+        bit = (k >> t) & 1
+        if swap ^ bit:
+            x2, x3, z2, z3 = x3, x2, z3, z2
+        swap = bit
+        a, b = x2 + z2, x2 - z2
+        aa, bb = a * a % p, b * b % p
+        e = aa - bb
+        c, d = x3 + z3, x3 - z3
+        da, cb = d * a % p, c * b % p
+        x3, z3 = (da + cb) ** 2 % p, x1 * (da - cb) ** 2 % p
+        x2, z2 = aa * bb % p, e * (aa + 121665 * e) % p
+    if swap:
+        x2, z2 = x3, z3
+    return (x2 * pow(z2, p - 2, p) % p).to_bytes(32, "little")
+
+
+@pytest.mark.parametrize("vector", load_vectors("x25519_rfc7748.json"))
+def test_the_reference_x25519_meets_rfc7748(vector: dict[str, str]) -> None:
+    scalar, u = bytes.fromhex(vector["scalar"]), bytes.fromhex(vector["u"])
+    assert _reference_x25519(scalar, u).hex() == vector["out"]
+
+
+@pytest.mark.parametrize("vector", load_vectors("psi_mask.json"))
+def test_hash_mask_and_double_mask_known_answers(vector: dict[str, Any]) -> None:
+    from psi.batch import hash_and_mask, mask_and_truncate
+
+    value, salt, tag = vector["value"].encode(), bytes.fromhex(vector["salt"]), vector["tag"]
+    curve_only = vector["curve_only"]
+    a, b = bytes.fromhex(vector["scalar_a"]), bytes.fromhex(vector["scalar_b"])
+    u = hash_to_u(value, salt, tag.encode(), curve_only=curve_only)
+    assert u.hex() == vector["u"]
+    for scalar, name in ((a, "masked_a"), (b, "masked_b")):
+        assert mask_points(scalar, u, curve_only=curve_only).hex() == vector[name]
+        assert _reference_x25519(scalar, u).hex() == vector[name]
+    masked_a, masked_b = bytes.fromhex(vector["masked_a"]), bytes.fromhex(vector["masked_b"])
+    # what a party sends (hash, then mask), and the peer's double masking, truncated
+    assert hash_and_mask(a, salt, tag.encode(), [b"x", value], curve_only)[32:] == masked_a
+    assert _reference_x25519(b, masked_a).hex() == vector["double"]
+    assert _reference_x25519(a, masked_b).hex() == vector["double"]
+    width = vector["width"]
+    for scalar, masked in ((b, masked_a), (a, masked_b)):
+        got = mask_and_truncate(scalar, masked, width, curve_only)
+        assert got.hex() == vector["double_truncated"] == vector["double"][: 2 * width]
 
 
 @given(st.binary(max_size=40), st.binary(max_size=10))
