@@ -336,6 +336,10 @@ class PsiParty:
             raise PsiError("the previous reply iterator was not exhausted")
         if isinstance(message, Abort):
             self._stage = Stage.FAILED
+            if message.run_id != self.config.run_id or message.sender is not self.role.peer:
+                # an abort can come at any point (it carries no sequence number), but only from
+                # the peer of this run
+                raise UnexpectedMessage("an abort from another run or sender")
             raise PsiAborted(f"the peer aborted the run ({message.code}): {message.reason}")
         if self._stage in (Stage.DONE, Stage.FAILED, Stage.NEW):
             raise UnexpectedMessage(f"message received in stage {self._stage.value}")

@@ -237,6 +237,14 @@ def test_abort_from_peer_stops_the_party() -> None:
     assert b.stage is Stage.FAILED
 
 
+@pytest.mark.parametrize(("run_id", "sender"), [("run-2", Role.LEFT), ("run-1", Role.RIGHT)])
+def test_an_abort_from_another_run_or_sender_is_refused(run_id: str, sender: Role) -> None:
+    a, b, hello_a, hello_b = _started()
+    with pytest.raises(UnexpectedMessage, match="another run or sender"):
+        list(b.receive(Abort(run_id, sender, 1, "HandshakeMismatch", "rules differ")))
+    assert b.stage is Stage.FAILED
+
+
 def test_single_use_objects() -> None:
     a, b = make_parties([("x",)], [("x",)], (KeyKind.RAW,), Reveal.BOTH)
     with pytest.raises(PsiError):
