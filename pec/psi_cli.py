@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -36,8 +37,13 @@ _stderr = Console(stderr=True)
 
 
 def fail(message: str, code: int) -> typer.Exit:
-    """Print a one-line error to stderr and return the exit to raise."""
-    _stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print a one-line error to stderr and return the exit to raise.
+
+    The message is printed as it is (a path such as ``leads[2026].csv`` is not rich markup), on
+    one line.
+    """
+    line = " ".join(message.split())
+    _stderr.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -207,11 +213,11 @@ def aggregate(
         return
     console = Console()
     console.print(
-        f"[bold]aggregate[/] {summary['group']} over {summary['intersection']} matched records "
-        f"(min cell {summary['min_cell']}, epsilon {summary['epsilon']}):"
+        f"[bold]aggregate[/] {escape(str(summary['group']))} over {summary['intersection']} "
+        f"matched records (min cell {summary['min_cell']}, epsilon {summary['epsilon']}):"
     )
-    for label, count in summary["cells"].items():
-        console.print(f"  {label:<20} {'suppressed' if count is None else count}")
+    for label, count in summary["cells"].items():  # data, not markup
+        console.print(f"  {label:<20} {'suppressed' if count is None else count}", markup=False)
 
 
 @app.command("serve")
@@ -259,6 +265,10 @@ def _print_summary(summary: dict[str, object]) -> None:
         f"right {summary['right_rows']} rows, intersection [bold]{summary['intersection']}[/] "
         f"in {summary['seconds']} s"
     )
-    console.print(f"per key: {summary['per_key']}")
-    console.print(f"invalid keys: left {summary['left_invalid']}, right {summary['right_invalid']}")
+    # column names are data, not markup
+    console.print(f"per key: {summary['per_key']}", markup=False)
+    console.print(
+        f"invalid keys: left {summary['left_invalid']}, right {summary['right_invalid']}",
+        markup=False,
+    )
     console.print(f"outputs: {', '.join(summary['outputs'])}")  # type: ignore[arg-type]

@@ -218,6 +218,11 @@ def test_labeled_psi_attaches_payload_columns(files: Path) -> None:
     ("args", "needle"),
     [
         (["left.csv", "missing.csv", "--key", "phone"], "right file missing.csv: not found"),
+        # printed as it is, not as rich markup
+        (
+            ["b[bold]x[/].csv", "right.csv", "--key", "phone"],
+            "left file b[bold]x[/].csv: not found",
+        ),
         (["left.csv", "right.csv", "--key", "phone"], "right file right.csv: no column 'phone'"),
         (["left.csv", "right.csv", "--key", "fone=mobile"], "left file left.csv: no column 'fone'"),
         (
