@@ -138,7 +138,7 @@ def progress_bars(console: Console) -> Iterator[Callable[[str, str, int, int], N
     )
     # The display (and its refresh thread) starts with the first event, so that the work can
     # first fork its processes from a single-threaded process.
-    bars = Progress(*columns, console=console, transient=False)
+    bars = Progress(*columns, console=console, transient=False, refresh_per_second=2)
     tasks: dict[tuple[str, str], TaskID] = {}
 
     def on_progress(role: str, stage: str, done: int, total: int) -> None:
