@@ -115,7 +115,8 @@ def local(
         f"{summary['aligned_rows']:,} seed people matched; "
         f"{summary['distribution']['suppressed_bands']} of {bands} bands suppressed; "
         f"{summary['seconds_end_to_end']} s; brand outputs in {out}, "
-        f"the partner's audience in {summary['partner']['audience_file']}"
+        f"the partner's audience in {summary['partner']['audience_file']}",
+        markup=False,  # paths, not markup
     )
 
 

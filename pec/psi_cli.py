@@ -42,7 +42,7 @@ def fail(message: str, code: int) -> typer.Exit:
     The message is printed as it is (a path such as ``leads[2026].csv`` is not rich markup), on
     one line.
     """
-    line = " ".join(message.split())
+    line = " ".join(message.splitlines())
     _stderr.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 

@@ -386,7 +386,10 @@ def run_psi_local(
         reports = run_parties(_party_main, jobs, "pec-psi", options.timeout, progress)
         summary = _summary(left, right, options, config, reports, time.perf_counter() - started)
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        publish(workdir, out)
+        try:
+            publish(workdir, out)
+        except OSError as exc:
+            raise PsiError(f"--out {out}: cannot move the outputs in ({exc.strerror})") from None
         return summary
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -400,6 +403,8 @@ def _prepare_output(out: Path, workdir: Path) -> None:
     """
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: is a file, not a directory")
+    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: cannot write there (permission denied)")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         workdir.mkdir()

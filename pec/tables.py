@@ -8,7 +8,6 @@ column, never a cell value.
 from __future__ import annotations
 
 import csv
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -135,8 +134,25 @@ def read_columns(path: Path, columns: Sequence[str]) -> pd.DataFrame:
         chunks = pd.read_csv(
             path, dtype=str, keep_default_na=False, na_filter=False, chunksize=_CHECKED_ROWS
         )
-        frames = [chunk[list(columns)] for chunk in chunks]
+        frames = [_aligned(chunk)[list(columns)] for chunk in chunks]
     return pd.concat(frames, ignore_index=True)
+
+
+class _LongRow(Exception):
+    """A data row has more fields than the header."""
+
+
+def _aligned(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame``, after checking that pandas did not shift its columns.
+
+    When the first data row has one field more than the header (a trailing comma, say), pandas
+    takes the first field as the row label and every column its right-hand neighbour's values.
+    """
+    import pandas as pd
+
+    if not isinstance(frame.index, pd.RangeIndex):
+        raise _LongRow
+    return frame
 
 
 @contextmanager
@@ -151,15 +167,26 @@ def _csv_errors(path: Path) -> Iterator[None]:
         yield
     except UnicodeDecodeError:
         raise InputError(f"file {path}: {_first_undecodable_line(path)}") from None
-    except (pd.errors.ParserError, csv.Error) as exc:
-        text = str(exc)
-        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
-        if found:
-            want, line, saw = found.groups()
-            reason = f"line {line} has {saw} fields, the header {want}"
-        else:  # pandas' other messages name a row or byte offset, never a cell value
-            reason = text.splitlines()[-1].removeprefix("Error tokenizing data. ")
+    except (pd.errors.ParserError, csv.Error, _LongRow) as exc:
+        # the csv module counts lines as the file has them (pandas counts records)
+        reason = _first_long_row(path)
+        if reason is None:  # pandas' other messages name a row or byte offset, never a cell
+            reason = str(exc).splitlines()[-1].removeprefix("Error tokenizing data. ")
         raise InputError(f"file {path}: cannot read as CSV ({reason})") from None
+
+
+def _first_long_row(path: Path) -> str | None:
+    """Where a CSV first has a row with more fields than its header, if the csv module sees one."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle)
+            width = len(next(reader, []))
+            for row in reader:
+                if len(row) > width:
+                    return f"line {reader.line_num} has {len(row)} fields, the header {width}"
+    except csv.Error:
+        return None
+    return None
 
 
 def _first_undecodable_line(path: Path) -> str:
@@ -387,6 +414,7 @@ def iter_table(path: Path, chunk_rows: int = 200_000) -> Iterator[pd.DataFrame]:
             quoting=csv.QUOTE_MINIMAL,
         )
         for frame in reader:
+            frame = _aligned(frame)
             frame.index = pd.RangeIndex(offset, offset + len(frame))
             offset += len(frame)
             yield frame

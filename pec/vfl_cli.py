@@ -129,7 +129,8 @@ def local(
         f"{metrics['train_rows']} training rows, {metrics['test_rows']} evaluated "
         f"({metrics['evaluated_on']}); {metrics['round_trips']} round trips "
         f"({metrics['transport']}); "
-        f"{metrics['seconds_end_to_end']} s; outputs in {out}"
+        f"{metrics['seconds_end_to_end']} s; outputs in {out}",
+        markup=False,  # a path, not markup
     )
 
 

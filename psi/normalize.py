@@ -94,14 +94,19 @@ class KeyKind(StrEnum):
 def infer_kind(column: str) -> KeyKind:
     """Guess a key's kind from the words of its column name.
 
-    phone: a word containing ``phone`` or starting with ``mobile``, or the word ``tel``
-    (``phone``, ``Telephone``, ``mobileNo``, ``contact_tel``); email: a word containing ``mail``
-    (``email``, ``E-Mail``, ``mail_addr``); else raw. Words, not substrings: ``hotel_id`` is raw.
+    phone: a word containing ``phone`` or starting with ``mobile``, ``telno``, ``telnum`` or
+    ``telnr``, or the word ``tel`` (``phone``, ``Telephone``, ``mobileNo``, ``contact_tel``,
+    ``tel1``, ``telnumber``); email: a word containing ``mail`` (``email``, ``E-Mail``,
+    ``mail_addr``); else raw. Words, not substrings: ``hotel_id`` is raw (and so is ``hometel``:
+    give the kind when a name is not this plain).
     """
-    # words split at anything but letters and digits, and between a lower and an upper letter
+    # words: runs of letters or of digits, split between a lower and an upper letter
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", column)
-    words = re.findall(r"[a-z0-9]+", spaced.lower())
-    if any("phone" in w or w.startswith("mobile") or w in ("tel", "telno") for w in words):
+    words = re.findall(r"[a-z]+|[0-9]+", spaced.lower())
+    if any(
+        "phone" in w or w == "tel" or w.startswith(("mobile", "telno", "telnum", "telnr"))
+        for w in words
+    ):
         return KeyKind.PHONE
     if any("mail" in w for w in words):
         return KeyKind.EMAIL

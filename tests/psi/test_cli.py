@@ -241,6 +241,21 @@ def test_labeled_psi_attaches_payload_columns(files: Path) -> None:
             ["ragged.csv", "right.csv", "--key", "phone=mobile:raw"],  # the csv-module reader
             "left: file ragged.csv: cannot read as CSV (line 4 has 3 fields, the header 2)",
         ),
+        # a trailing comma on the first data row: pandas would shift every column by one
+        (
+            ["trailing.csv", "right.csv", "--key", "phone=mobile"],
+            "left: file trailing.csv: cannot read as CSV (line 2 has 3 fields, the header 2)",
+        ),
+        (
+            ["trailing.csv", "right.csv", "--key", "phone=mobile:raw"],
+            "left: file trailing.csv: cannot read as CSV (line 2 has 3 fields, the header 2)",
+        ),
+        # lines as the file has them, past a quoted field that spans two
+        (
+            ["quoted.csv", "right.csv", "--key", "phone=mobile"],
+            "left: file quoted.csv: cannot read as CSV (line 4 has 3 fields, the header 2)",
+        ),
+        (["a  b.csv", "right.csv", "--key", "phone"], "left file a  b.csv: not found"),
         (
             ["left.csv", "latin1.csv", "--key", "phone=mobile"],
             "right: file latin1.csv: line 702 is not UTF-8 (byte 4 of the line)",
@@ -259,6 +274,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     (files / "empty.csv").write_text("phone,x\n")
     (files / "garbage.parquet").write_bytes(b"PAR1 this is not parquet")
     (files / "ragged.csv").write_text("phone,x\n13812345678,a\n13900000000,b\n13700000000,c,d\n")
+    (files / "trailing.csv").write_text("phone,x\n13812345678,a,\n13900000000,b,\n")
+    (files / "quoted.csv").write_text('phone,x\n"1381234\n5678",a\n13900000000,b,c\n')
     rows = b"".join(b"1380000%04d\n" % i for i in range(700))
     (files / "latin1.csv").write_bytes(b"mobile\n" + rows + b"Caf\xe9\n")  # past the first 8 KB
     result = pec("psi", "local", *args, "--reveal", "left", "--out", "out", cwd=files)
@@ -301,6 +318,20 @@ def test_an_unusable_out_exits_2_before_any_work(files: Path, out: str) -> None:
     assert "mask" not in result.stderr  # no party ran
     assert (files / "a-file").read_text() == "keep me\n"
     assert sorted(p.name for p in files.iterdir()) == ["a-file", "left.csv", "right.csv"]
+
+
+def test_outputs_that_cannot_be_moved_in_fail_in_one_line_without_a_summary(files: Path) -> None:
+    (files / "out" / "left.csv").mkdir(parents=True)  # a folder where the output goes
+    (files / "out" / "left.csv" / "x").write_text("x\n")
+    result = pec(
+        "psi", "local", "left.csv", "right.csv", "--key", "phone=mobile", "--reveal", "left",
+        "--out", "out", cwd=files,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"error: --out {files / 'out'}: cannot move the outputs in ("), error
+    assert not (files / "out" / "summary.json").exists()  # the run is not marked complete
+    assert not any(p.name.startswith(".out.partial") for p in files.iterdir())
 
 
 def test_payload_needs_reveal_left(files: Path) -> None:

@@ -136,6 +136,10 @@ def test_raw_keys_are_the_same_from_a_text_column_and_an_object_column(
         ("E-Mail", KeyKind.EMAIL),
         ("userEmail", KeyKind.EMAIL),
         ("hotel_id", KeyKind.RAW),  # "tel" inside a word is not a phone
+        ("tel1", KeyKind.PHONE),
+        ("telnumber", KeyKind.PHONE),
+        ("email2", KeyKind.EMAIL),
+        ("television", KeyKind.RAW),
         ("motel", KeyKind.RAW),
         ("id", KeyKind.RAW),
     ],

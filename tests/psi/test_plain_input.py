@@ -251,3 +251,24 @@ def test_a_byte_order_mark_is_not_part_of_the_first_column_name(tmp_path: Path) 
     assert inspect_table(path).columns == ["id", "name"]
     assert read_plain_csv(path, ["id"]) == {"id": ["k1", "k2"]}
     assert read_columns(path, ["id"])["id"].tolist() == ["k1", "k2"]
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("id,x\nu1,a,\nu2,b,\n", 2),  # pandas alone would take u1 as a row label, x as id
+        ("id,x\nu1,a\nu2,b,c\n", 3),
+        ('id,x\n"u\n1",a\nu2,b,c\n', 4),  # the file's lines, not pandas' records
+    ],
+)
+def test_a_row_longer_than_the_header_is_refused_by_both_pandas_readers(
+    tmp_path: Path, text: str, line: int
+) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text(text)
+    want = f"file {path}: cannot read as CSV (line {line} has 3 fields, the header 2)"
+    with pytest.raises(InputError) as read:
+        read_columns(path, ["id"])
+    with pytest.raises(InputError) as streamed:
+        list(iter_table(path))
+    assert str(read.value) == str(streamed.value) == want
