@@ -39,7 +39,7 @@ _stderr = Console(stderr=True)
 def fail(message: str, code: int) -> typer.Exit:
     """Print a one-line error to stderr and return the exit to raise.
 
-    The message is printed as it is (a path such as ``leads[2026].csv`` is not rich markup), on
+    The message is printed as it is (a path such as ``leads[old].csv`` is not rich markup), on
     one line.
     """
     line = " ".join(message.splitlines())

@@ -36,8 +36,6 @@ __all__ = [
 ]
 
 _PARQUET_SUFFIXES = {".parquet", ".pq"}
-#: Rows pandas parses at a time when only some columns are kept.
-_CHECKED_ROWS = 200_000
 
 
 def table_format(path: Path) -> str:
@@ -130,12 +128,7 @@ def read_columns(path: Path, columns: Sequence[str]) -> pd.DataFrame:
         return _arrow_as_text(pq.read_table(path, columns=list(columns)))
     # Every column is parsed (a chunk at a time, keeping only the wanted ones): with ``usecols``
     # pandas would pass over a row with too many fields instead of refusing the file.
-    with _csv_errors(path):
-        chunks = pd.read_csv(
-            path, dtype=str, keep_default_na=False, na_filter=False, chunksize=_CHECKED_ROWS
-        )
-        frames = [_aligned(chunk)[list(columns)] for chunk in chunks]
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat([chunk[list(columns)] for chunk in iter_table(path)], ignore_index=True)
 
 
 class _LongRow(Exception):

@@ -100,7 +100,8 @@ def infer_kind(column: str) -> KeyKind:
     ``mail_addr``); else raw. Words, not substrings: ``hotel_id`` is raw (and so is ``hometel``:
     give the kind when a name is not this plain).
     """
-    # words: runs of letters or of digits, split between a lower and an upper letter
+    # words: runs of letters or of digits, also split where an upper-case letter follows a
+    # lower-case one or a digit (camelCase)
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", column)
     words = re.findall(r"[a-z]+|[0-9]+", spaced.lower())
     if any(
