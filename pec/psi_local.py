@@ -470,21 +470,39 @@ def _party_entry(
     target(job, own, events)
 
 
+#: Once a party has failed, how long to wait for the other's account before choosing the cause.
+SETTLE_SECONDS = 2.0
+
+
 def collect_reports(
     processes: dict[Role, Any], events: Any, timeout: float, progress: ProgressSink | None
 ) -> dict[str, dict[str, Any]]:
+    """Feed progress events to ``progress`` and gather each party's result.
+
+    When a party fails, its peer usually fails right after (the link closed): both accounts are
+    awaited (at most :data:`SETTLE_SECONDS`) and the cause is reported, not its echo.
+
+    Raises:
+        InputError: a party could not use its input.
+        PsiError: a party failed or died, or no event came within ``timeout``.
+    """
     reports: dict[str, dict[str, Any]] = {}
+    errors: dict[str, tuple[str, str]] = {}
+    settle = float("inf")
     last_event = time.monotonic()
-    while len(reports) < len(processes):
+    while len(reports) + len(errors) < len(processes) and time.monotonic() < settle:
         try:
             event = events.get(timeout=0.2)
         except queue.Empty:
             event = None
         if event is None:
-            dead = [r for r, p in processes.items() if not p.is_alive() and r.value not in reports]
+            silent = [r for r in processes if r.value not in reports and r.value not in errors]
+            dead = [r for r in silent if not processes[r].is_alive()]
             if dead:
                 time.sleep(0.5)  # let a last message from the dying party arrive
                 if events.empty():
+                    if errors:
+                        break
                     raise PsiAborted(f"the {dead[0].value} party exited without a result")
             if time.monotonic() - last_event > timeout:
                 raise PsiAborted(f"no progress from the parties within {timeout:.0f} s")
@@ -495,11 +513,22 @@ def collect_reports(
         elif event[0] == "result":
             reports[event[1]] = event[2]
         elif event[0] == "error":
-            _, role, kind, message = event
-            if kind == "input":
-                raise InputError(f"{role}: {message.split(': ', 1)[-1]}")
-            raise PsiError(f"the {role} party failed: {message}")
+            errors[event[1]] = (event[2], event[3])
+            settle = min(settle, time.monotonic() + SETTLE_SECONDS)
+    if errors:
+        raise _cause(errors)
     return reports
+
+
+def _cause(errors: dict[str, tuple[str, str]]) -> PecError:
+    """The error to report: a party's input first, then anything but the peer's echo of it."""
+    role, (kind, message) = min(
+        errors.items(),
+        key=lambda item: (item[1][0] != "input", item[1][1].startswith("PsiAborted")),
+    )
+    if kind == "input":
+        return InputError(f"{role}: {message.split(': ', 1)[-1]}")
+    return PsiError(f"the {role} party failed: {message}")
 
 
 def _summary(

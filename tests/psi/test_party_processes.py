@@ -97,3 +97,28 @@ def test_a_party_dying_mid_run_leaves_the_output_folder_as_it_was(
     assert [p.name for p in out.iterdir()] == ["summary.json"]
     assert (out / "summary.json").read_text() == "an earlier run\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["l.csv", "out", "r.csv"]
+
+
+class _Gone:
+    def is_alive(self) -> bool:
+        return False
+
+
+def test_the_cause_of_a_failure_is_reported_not_the_peers_echo() -> None:
+    # The left cannot read its table and closes the link; the right's "peer closed" can reach
+    # the parent first. The report names the left's input.
+    import queue
+
+    from pec.errors import InputError
+
+    events: queue.Queue[tuple[str, ...]] = queue.Queue()
+    events.put(("error", "right", "protocol", "PsiAborted: the peer closed the link"))
+    events.put(("error", "left", "input", "InputError: file l.csv: cannot read as CSV (line 4)"))
+    processes = {Role.LEFT: _Gone(), Role.RIGHT: _Gone()}
+    with pytest.raises(InputError, match=r"^left: file l.csv: cannot read as CSV \(line 4\)$"):
+        pec.psi_local.collect_reports(processes, events, 30, None)
+    # a real failure beats the peer's abort, whichever comes first
+    events.put(("error", "left", "protocol", "PsiAborted: the peer aborted the run (X): y"))
+    events.put(("error", "right", "protocol", "InvalidPeerPoint: point 3 is not valid"))
+    with pytest.raises(PsiError, match="the right party failed: InvalidPeerPoint"):
+        pec.psi_local.collect_reports(processes, events, 30, None)
