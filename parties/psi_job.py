@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pec.psi_local import KeyPair, parse_key_spec, publish, write_matches
+from pec.psi_local import KeyPair, parse_key_spec, publish, refuse_match_id_column, write_matches
 from pec.tables import inspect_table, read_columns
 from psi.batch import BatchEngine, InlineEngine, PoolEngine
 from psi.normalize import NormalizationRules
@@ -64,9 +64,10 @@ class PsiJobSide:
         keys = parse_keys(self.keys)
         columns = [k.left if self.role is Role.LEFT else k.right for k in keys]
         payload = list(self.payload) if self.role is Role.RIGHT else []
-        inspect_table(self.table, role=self.role.value).require(
-            [*columns, *payload], role=self.role.value
-        )
+        info = inspect_table(self.table, role=self.role.value)
+        info.require([*columns, *payload], role=self.role.value)
+        if self.align:
+            refuse_match_id_column(info, self.role.value)
         rules = NormalizationRules(self.region)
         kinds = tuple(k.kind for k in keys)
         table = read_columns(self.table, list(dict.fromkeys(columns + payload)))

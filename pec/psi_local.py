@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from pec.errors import InputError, PecError
 from pec.tables import (
+    TableInfo,
     inspect_table,
     iter_table,
     read_columns,
@@ -51,6 +52,8 @@ __all__ = ["KeyPair", "PsiLocalOptions", "check_inputs", "parse_key_spec", "run_
 OUTPUT_NAMES = ("summary.json", "left.csv", "right.csv")
 #: Below this many distinct values per party, masking runs in the party process itself.
 POOL_THRESHOLD = 20_000
+#: The column ``--align`` adds to both outputs: equal on both sides for a matched pair.
+MATCH_ID_COLUMN = "pec_match_id"
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,7 @@ def write_matches(table: Path, result: PsiResult, target: Path) -> int:
                 rows = _join_payloads(rows, payloads, result.payload_columns)
             if result.match_ids is not None:
                 ids = result.match_ids
-                rows = rows.assign(pec_match_id=[ids[int(r)].hex() for r in rows.index])
+                rows = rows.assign(**{MATCH_ID_COLUMN: [ids[int(r)].hex() for r in rows.index]})
             rows.to_csv(handle, index=False, header=header)
             header = False
             written += len(rows)
@@ -320,6 +323,22 @@ def check_inputs(left: Path, right: Path, options: PsiLocalOptions) -> None:
     left_info.require([k.left for k in options.keys], role="left")
     right_info.require([k.right for k in options.keys], role="right")
     right_info.require(options.payload, role="right")
+    if options.align:
+        refuse_match_id_column(left_info, "left")
+        refuse_match_id_column(right_info, "right")
+
+
+def refuse_match_id_column(info: TableInfo, role: str) -> None:
+    """``--align`` adds :data:`MATCH_ID_COLUMN`: a table that has one would lose its values.
+
+    Raises:
+        InputError: naming the file.
+    """
+    if MATCH_ID_COLUMN in info.columns:
+        raise InputError(
+            f"{role} file {info.path}: already has a column {MATCH_ID_COLUMN!r}, which --align "
+            "adds; rename it"
+        )
 
 
 def run_psi_local(
@@ -353,7 +372,8 @@ def run_psi_local(
     )
     out = out.resolve()
     workdir = out.parent / f".{out.name}.partial-{config.run_id[:12]}"
-    _prepare_output(out, workdir)
+    made = _prepare_output(out, workdir)
+    published = False
     # both parties share this machine: by default each takes half the cores (one: compute inline)
     workers = options.workers or max(1, (os.cpu_count() or 2) // 2)
     jobs = {
@@ -390,19 +410,32 @@ def run_psi_local(
             publish(workdir, out)
         except OSError as exc:
             raise PsiError(f"--out {out}: cannot move the outputs in ({exc.strerror})") from None
+        published = True
         return summary
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        if not published:  # a failed run leaves no folder behind that it made
+            for folder in made:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
 
 
-def _prepare_output(out: Path, workdir: Path) -> None:
+def _prepare_output(out: Path, workdir: Path) -> list[Path]:
     """Check that ``out`` can take the outputs, and make the private folder they are written to.
 
+    Returns the folders above ``out`` that had to be made, deepest first.
+
     Raises:
-        InputError: ``out`` is a file, or its folder cannot be made or written to.
+        InputError: ``out`` or a folder above it is a file, or cannot be made or written to.
     """
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: is a file, not a directory")
+    missing = [folder for folder in out.parents if not folder.exists()]
+    above = out.parents[len(missing)] if len(missing) < len(out.parents) else None
+    if above is not None and not above.is_dir():
+        raise InputError(f"--out {out}: {above} is a file, not a directory")
     if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
         raise InputError(f"--out {out}: cannot write there (permission denied)")
     try:
@@ -411,6 +444,7 @@ def _prepare_output(out: Path, workdir: Path) -> None:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise InputError(f"--out {out}: cannot write there ({reason})") from None
+    return missing
 
 
 def run_parties(

@@ -74,13 +74,37 @@ class TableInfo:
 
 
 def _close_names(wanted: str, names: Sequence[str]) -> list[str]:
-    """Up to 3 of ``names`` that differ from ``wanted`` only in case or by a typo."""
+    """Up to 3 of ``names`` that differ from ``wanted`` only in case or by a typo.
+
+    Only names that look like column names are offered (see :func:`_nameish`): without a header
+    row, the "names" are a person's identifiers, and one close to what was typed must not be
+    printed.
+    """
     import difflib
 
-    lowered = {name.lower(): name for name in names}
+    lowered = {name.lower(): name for name in names if _nameish(name)}
     if wanted.lower() in lowered:
         return [lowered[wanted.lower()]]
     return [lowered[n] for n in difflib.get_close_matches(wanted.lower(), lowered, n=3, cutoff=0.8)]
+
+
+def _nameish(name: str) -> bool:
+    """Whether a header cell may be printed: no '@', at most 4 digits, at most 64 characters.
+
+    Phone numbers, emails and most account or device ids fail this; real column names pass.
+    """
+    return len(name) <= 64 and "@" not in name and sum(c.isdigit() for c in name) <= 4
+
+
+def _duplicate_names(columns: Sequence[str]) -> str | None:
+    """How to name the first repeated column name (its positions, 1-based), or None."""
+    first: dict[str, int] = {}
+    for position, name in enumerate(columns, start=1):
+        if name in first:
+            shown = f"{name!r} " if _nameish(name) else ""
+            return f"column name {shown}appears twice (columns {first[name]} and {position})"
+        first[name] = position
+    return None
 
 
 def inspect_table(path: Path, *, role: str = "") -> TableInfo:
@@ -90,6 +114,8 @@ def inspect_table(path: Path, *, role: str = "") -> TableInfo:
         InputError: missing file, unreadable format, no header or no rows.
     """
     who = f"{role} " if role else ""
+    if path.is_dir():
+        raise InputError(f"{who}file {path}: is a directory, not a table file")
     if not path.is_file():
         raise InputError(f"{who}file {path}: not found")
     fmt = table_format(path)
@@ -105,7 +131,8 @@ def inspect_table(path: Path, *, role: str = "") -> TableInfo:
             with path.open(encoding="utf-8-sig", newline="") as handle:
                 reader = csv.reader(handle)
                 columns = list(next(reader, []))
-                has_rows = any(any(cell.strip() for cell in row) for row in reader)
+                # a line of separators only (",,") is a row of empty cells, as pandas reads it
+                has_rows = any(len(row) > 1 or any(c.strip() for c in row) for row in reader)
     except (csv.Error, UnicodeDecodeError, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"{who}file {path}: cannot read as {fmt.upper()} ({reason})") from exc
@@ -113,6 +140,9 @@ def inspect_table(path: Path, *, role: str = "") -> TableInfo:
         raise InputError(f"{who}file {path}: cannot read as {fmt.upper()}") from exc
     if not columns:
         raise InputError(f"{who}file {path}: has no header row")
+    duplicate = _duplicate_names(columns)
+    if duplicate:  # pandas would rename the second (``x.1``): a key would be ambiguous
+        raise InputError(f"{who}file {path}: {duplicate}; names must be distinct")
     if not has_rows:
         raise InputError(f"{who}file {path}: has no rows")
     return TableInfo(path, columns, has_rows)

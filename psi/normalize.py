@@ -9,7 +9,8 @@ Three kinds of key:
 * ``email``: trimmed and lower-cased; must look like ``local@domain.tld``. Provider alias rules
   (Gmail dots, ``+tag`` sub-addresses) only when enabled, because they merge addresses that other
   providers treat as different people.
-* ``raw``: the value as it is; only an empty value is invalid.
+* ``raw``: the value as it is (spaces included); only a value that is empty or all whitespace
+  is invalid.
 
 Invalid and empty keys are never matched; they are counted and reported with example row numbers
 (1-based, header excluded), never with their values. The rule-set identifier
@@ -67,6 +68,12 @@ _ALIAS_PROVIDERS: dict[str, tuple[str, bool]] = {
 }
 RULESET = "pec-norm/1"
 MAX_EXAMPLES = 5
+#: The characters Python's ``str.strip()`` removes (``str.isspace``): a raw key made only of
+#: these is blank, the same on every path that reads keys.
+WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
 
 
 class KeyKind(StrEnum):
@@ -135,7 +142,7 @@ class NormalizationRules:
         if KeyKind.EMAIL in kinds:
             parts.append(f"email:aliases={'on' if self.email_aliases else 'off'}")
         if KeyKind.RAW in kinds:
-            parts.append("raw:as-is")
+            parts.append("raw:as-is,blank-invalid")
         return ";".join(parts)
 
     @cached_property
@@ -216,7 +223,8 @@ def normalize_column(
         # str cells (Python's own string and regex semantics for the emails and phones)
         text = _as_text(series)
     if kind is KeyKind.RAW:
-        out = text.where(text != "", None)
+        # the characters named: pandas' Arrow-backed strings strip a different set by default
+        out = text.where(text.str.strip(WHITESPACE) != "", None)
     elif kind is KeyKind.EMAIL:
         stripped = text.str.strip().str.lower()
         shaped = stripped.str.fullmatch(_EMAIL_SHAPE.pattern).fillna(False).astype(bool)

@@ -77,8 +77,8 @@ def prepare_raw_input(
     """:func:`prepare_input` for raw keys given as lists of cells, without pandas.
 
     ``columns`` holds one ``(name, cells)`` per key slot, aligned by row. The same result as
-    :func:`prepare_input` with every kind raw (tested): a value is used as it is, an empty cell
-    is invalid, and distinct values are numbered in order of first appearance.
+    :func:`prepare_input` with every kind raw (tested): a value is used as it is, an empty or
+    all-whitespace cell is invalid, and distinct values are numbered in order of first appearance.
     """
     slot_values: list[tuple[bytes, ...]] = []
     codes: list[np.ndarray] = []
@@ -86,7 +86,7 @@ def prepare_raw_input(
     for name, cells in columns:
         index: dict[str, int] = {}
         slot_codes = np.fromiter(
-            (index.setdefault(c, len(index)) if c else -1 for c in cells),
+            (index.setdefault(c, len(index)) if c.strip() else -1 for c in cells),
             dtype=np.int64,
             count=len(cells),
         )

@@ -262,6 +262,17 @@ def test_labeled_psi_attaches_payload_columns(files: Path) -> None:
         ),
         (["empty.csv", "right.csv", "--key", "phone=mobile"], "left file empty.csv: has no rows"),
         (["garbage.parquet", "right.csv", "--key", "x"], "cannot read as PARQUET"),
+        (["a-folder", "right.csv", "--key", "x"], "left file a-folder: is a directory"),
+        # pandas would rename the second 'phone' to 'phone.1', in the key and in the output
+        (
+            ["dup.csv", "right.csv", "--key", "phone=mobile"],
+            "left file dup.csv: column name 'phone' appears twice (columns 1 and 3)",
+        ),
+        # without a header row: the repeated "name" is an identifier, and is not printed
+        (
+            ["left.csv", "dupids.csv", "--key", "phone=mobile"],
+            "right file dupids.csv: column name appears twice (columns 1 and 2)",
+        ),
         (
             ["left.csv", "right.csv", "--key", "phone=mobile", "--payload", "nope"],
             "right file right.csv: no column 'nope'",
@@ -272,6 +283,9 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     files: Path, args: list[str], needle: str
 ) -> None:
     (files / "empty.csv").write_text("phone,x\n")
+    (files / "a-folder").mkdir()
+    (files / "dup.csv").write_text("phone,x,phone\n13812345678,a,13900000000\n")
+    (files / "dupids.csv").write_text("13812345678,13812345678\n13900000000,1\n")
     (files / "garbage.parquet").write_bytes(b"PAR1 this is not parquet")
     (files / "ragged.csv").write_text("phone,x\n13812345678,a\n13900000000,b\n13700000000,c,d\n")
     (files / "trailing.csv").write_text("phone,x\n13812345678,a,\n13900000000,b,\n")
@@ -303,6 +317,68 @@ def test_a_missing_column_error_never_shows_the_first_row(files: Path) -> None:
         "left", "--out", "out", cwd=files,
     )  # fmt: skip
     assert result.returncode == 2 and "did you mean 'Phone'?" in result.stderr
+    # a name typed close to an identifier in the first row: that identifier is not suggested
+    result = pec(
+        "psi", "local", "headerless.csv", "right.csv", "--key", "1381234567=mobile", "--reveal",
+        "left", "--out", "out", cwd=files,
+    )  # fmt: skip
+    assert result.returncode == 2 and "no column '1381234567'" in result.stderr
+    assert "13812345678" not in result.stderr and "did you mean" not in result.stderr
+
+
+def test_align_refuses_a_table_that_already_has_a_match_id(files: Path) -> None:
+    (files / "ids.csv").write_text("phone,pec_match_id\n13812345678,mine\n")
+    result = pec(
+        "psi", "local", "ids.csv", "right.csv", "--key", "phone=mobile", "--reveal", "both",
+        "--align", "--out", "out", cwd=files,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "left file ids.csv: already has a column 'pec_match_id', which --align adds" in (
+        result.stderr
+    )
+    assert not (files / "out").exists()
+
+
+def test_blank_raw_keys_are_invalid_and_never_match(files: Path) -> None:
+    # all-whitespace ids on both sides; on the csv-module path and on the pandas path (Parquet)
+    (files / "l.csv").write_text("uid,x\n  ,a\nk1,b\n\t,c\n,d\n")
+    (files / "r.csv").write_text("uid,y\n  ,1\nk1,2\n\t,3\n")
+    pd.read_csv(files / "r.csv", dtype=str, keep_default_na=False).to_parquet(files / "r.parquet")
+    for right in ("r.csv", "r.parquet"):
+        result = pec(
+            "psi", "local", "l.csv", right, "--key", "uid", "--reveal", "both", "--out", "out",
+            "--json", cwd=files,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout.splitlines()[-1])
+        assert summary["intersection"] == 1, right
+        assert summary["left_invalid"] == {"uid": 3}
+        assert summary["left_invalid_examples"] == {"uid": [1, 3, 4]}
+        assert summary["right_invalid"] == {"uid": 2}
+        assert (files / "out" / "left.csv").read_text() == "uid,x\nk1,b\n"
+
+
+def test_rows_of_empty_cells_are_rows_with_invalid_keys(files: Path) -> None:
+    (files / "blank.csv").write_text("email,phone\n,\n")
+    result = pec(
+        "psi", "local", "blank.csv", "right.csv", "--key", "email", "--key", "phone=mobile",
+        "--reveal", "left", "--out", "out", "--json", cwd=files,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert (summary["left_rows"], summary["intersection"]) == (1, 0)
+    assert summary["left_invalid"] == {"email": 1, "phone": 1}
+
+
+def test_a_failed_run_removes_the_folders_it_made_for_out(files: Path) -> None:
+    (files / "ragged.csv").write_text("phone,x\n13812345678,a\n13900000000,b,c\n")
+    result = pec(
+        "psi", "local", "ragged.csv", "right.csv", "--key", "phone=mobile", "--reveal", "left",
+        "--out", "made/for/out", cwd=files,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "line 3 has 3 fields" in result.stderr  # found by the party, after --out was made
+    assert not (files / "made").exists()
 
 
 @pytest.mark.parametrize("out", ["a-file", "a-file/below"])
@@ -315,6 +391,7 @@ def test_an_unusable_out_exits_2_before_any_work(files: Path, out: str) -> None:
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and f"--out {files / out}" in lines[0], result.stderr
+    assert f"{files / 'a-file'} is a file, not a directory" in lines[0] or out == "a-file"
     assert "mask" not in result.stderr  # no party ran
     assert (files / "a-file").read_text() == "keep me\n"
     assert sorted(p.name for p in files.iterdir()) == ["a-file", "left.csv", "right.csv"]

@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import phonenumbers
 import pytest
@@ -6,6 +7,7 @@ from hypothesis import strategies as st
 
 from psi.errors import InvalidKeyKind
 from psi.normalize import (
+    WHITESPACE,
     KeyKind,
     NormalizationRules,
     infer_kind,
@@ -13,6 +15,7 @@ from psi.normalize import (
     normalize_email,
     normalize_phone,
 )
+from psi.prepare import prepare_input, prepare_raw_input
 
 pytestmark = pytest.mark.unit
 
@@ -101,9 +104,33 @@ def test_email_aliases_are_opt_in() -> None:
 
 
 def test_raw_keys_are_as_is() -> None:
-    column = normalize_column(pd.Series([" ID-1 ", "", None, "00123"]), KeyKind.RAW, RULES)
-    assert column.values.tolist() == [" ID-1 ", None, None, "00123"]
-    assert column.invalid_count == 2
+    cells = [" ID-1 ", "", None, "00123", "   ", "\t", "\u3000"]
+    column = normalize_column(pd.Series(cells), KeyKind.RAW, RULES)
+    assert column.values.tolist() == [" ID-1 ", None, None, "00123", None, None, None]
+    assert column.invalid_count == 5
+    assert column.invalid_examples == (2, 3, 5, 6, 7)
+
+
+def test_whitespace_is_what_python_strips() -> None:
+    everything = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
+    assert everything == WHITESPACE
+
+
+# ordinary characters and every kind of whitespace, which the paths must agree on
+SPACEY = st.text(alphabet=st.sampled_from(["a", "0", "-", *WHITESPACE]), max_size=4)
+
+
+@given(st.lists(SPACEY, max_size=30))
+def test_blank_raw_keys_are_the_same_on_every_path(cells: list[str]) -> None:
+    plain, plain_reports = prepare_raw_input([("k", cells)])
+    for dtype in ("str", "string", object):
+        data, reports = prepare_input(
+            [pd.Series(cells, name="k", dtype=dtype)], [KeyKind.RAW], RULES
+        )
+        assert data.slot_values == plain.slot_values, dtype
+        assert np.array_equal(data.row_codes, plain.row_codes), dtype
+        assert reports == plain_reports, dtype
+    assert [bool(code < 0) for code in plain.row_codes[:, 0]] == [not c.strip() for c in cells]
 
 
 @given(st.lists(st.one_of(st.none(), st.text(max_size=12)), max_size=30))
