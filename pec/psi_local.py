@@ -561,7 +561,9 @@ def _cause(errors: dict[str, tuple[str, str]]) -> PecError:
         key=lambda item: (item[1][0] != "input", item[1][1].startswith("PsiAborted")),
     )
     if kind == "input":
-        return InputError(f"{role}: {message.split(': ', 1)[-1]}")
+        detail = message.split(": ", 1)[-1]
+        # "left file x.csv: ..." as the checks before the run word it; anything else after ": "
+        return InputError(f"{role} {detail}" if detail.startswith("file ") else f"{role}: {detail}")
     return PsiError(f"the {role} party failed: {message}")
 
 

@@ -235,30 +235,30 @@ def test_labeled_psi_attaches_payload_columns(files: Path) -> None:
         # the body is read in the party processes: still exit 2, naming the file and line
         (
             ["ragged.csv", "right.csv", "--key", "phone=mobile"],
-            "left: file ragged.csv: cannot read as CSV (line 4 has 3 fields, the header 2)",
+            "left file ragged.csv: cannot read as CSV (line 4 has 3 fields, the header 2)",
         ),
         (
             ["ragged.csv", "right.csv", "--key", "phone=mobile:raw"],  # the csv-module reader
-            "left: file ragged.csv: cannot read as CSV (line 4 has 3 fields, the header 2)",
+            "left file ragged.csv: cannot read as CSV (line 4 has 3 fields, the header 2)",
         ),
         # a trailing comma on the first data row: pandas would shift every column by one
         (
             ["trailing.csv", "right.csv", "--key", "phone=mobile"],
-            "left: file trailing.csv: cannot read as CSV (line 2 has 3 fields, the header 2)",
+            "left file trailing.csv: cannot read as CSV (line 2 has 3 fields, the header 2)",
         ),
         (
             ["trailing.csv", "right.csv", "--key", "phone=mobile:raw"],
-            "left: file trailing.csv: cannot read as CSV (line 2 has 3 fields, the header 2)",
+            "left file trailing.csv: cannot read as CSV (line 2 has 3 fields, the header 2)",
         ),
         # lines as the file has them, past a quoted field that spans two
         (
             ["quoted.csv", "right.csv", "--key", "phone=mobile"],
-            "left: file quoted.csv: cannot read as CSV (line 4 has 3 fields, the header 2)",
+            "left file quoted.csv: cannot read as CSV (line 4 has 3 fields, the header 2)",
         ),
         (["a  b.csv", "right.csv", "--key", "phone"], "left file a  b.csv: not found"),
         (
             ["left.csv", "latin1.csv", "--key", "phone=mobile"],
-            "right: file latin1.csv: line 702 is not UTF-8 (byte 4 of the line)",
+            "right file latin1.csv: line 702 is not UTF-8 (byte 4 of the line)",
         ),
         (["empty.csv", "right.csv", "--key", "phone=mobile"], "left file empty.csv: has no rows"),
         (["garbage.parquet", "right.csv", "--key", "x"], "cannot read as PARQUET"),

@@ -115,7 +115,7 @@ def test_the_cause_of_a_failure_is_reported_not_the_peers_echo() -> None:
     events.put(("error", "right", "protocol", "PsiAborted: the peer closed the link"))
     events.put(("error", "left", "input", "InputError: file l.csv: cannot read as CSV (line 4)"))
     processes = {Role.LEFT: _Gone(), Role.RIGHT: _Gone()}
-    with pytest.raises(InputError, match=r"^left: file l.csv: cannot read as CSV \(line 4\)$"):
+    with pytest.raises(InputError, match=r"^left file l.csv: cannot read as CSV \(line 4\)$"):
         pec.psi_local.collect_reports(processes, events, 30, None)
     # a real failure beats the peer's abort, whichever comes first
     events.put(("error", "left", "protocol", "PsiAborted: the peer aborted the run (X): y"))
