@@ -433,9 +433,9 @@ def _prepare_output(out: Path, workdir: Path) -> list[Path]:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: is a file, not a directory")
     missing = [folder for folder in out.parents if not folder.exists()]
-    above = out.parents[len(missing)] if len(missing) < len(out.parents) else None
-    if above is not None and not above.is_dir():
-        raise InputError(f"--out {out}: {above} is a file, not a directory")
+    nearest = out.parents[len(missing)]  # ``out`` is absolute, and the root always exists
+    if not nearest.is_dir():
+        raise InputError(f"--out {out}: {nearest} is a file, not a directory")
     if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
         raise InputError(f"--out {out}: cannot write there (permission denied)")
     try:
